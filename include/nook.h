@@ -1,0 +1,366 @@
+/*
+ * nook — an embeddable HTTP server library.
+ *
+ * One handler model for every protocol: a handler reads a request (method, path, query, headers,
+ * body) and writes a response (status, headers, body — whole or streamed). Nothing in this header
+ * names a wire protocol; the same calls serve every connection the server accepts.
+ *
+ * Conventions
+ * - Every type is opaque. Functions that can fail return an int: 0 (NOOK_OK) or a negative NOOK_E…
+ *   code; nook_strerror() and nook_err_name() describe it.
+ * - Strings handed to nook are copied unless a function says otherwise.
+ * - nook_str values returned by the library are views: not NUL-terminated, valid until the request
+ *   they came from ends (see "Request lifetime"). An absent value is {NULL, 0}; an empty one is
+ *   {"", 0}.
+ * - Threads: a server runs one or more event loops ("workers"). A request belongs to one loop and
+ *   every nook_req_* / nook_res_* call on it must come from that loop's thread — in practice, from
+ *   inside a callback nook made. The calls that are safe from any thread are marked THREAD-SAFE.
+ *
+ * Request lifetime
+ *   nook owns every nook_req. It is valid from the handler call until the response has ended (or the
+ *   client went away) and the callback that is running at that moment has returned. A handler that
+ *   streams keeps it alive by starting a response and not ending it yet; it then continues from the
+ *   NOOK_ON_WRITABLE callback. Once NOOK_ON_DONE has run, the pointer must not be used again.
+ */
+#ifndef NOOK_H
+#define NOOK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define NOOK_API
+#elif defined(NOOK_BUILDING) && defined(__GNUC__)
+#define NOOK_API __attribute__((visibility("default")))
+#else
+#define NOOK_API
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------------------- */
+
+/* Return codes. 0 is success; errors are negative. NOOK_AGAIN (positive) is a success that asks
+ * the caller to wait before writing more. */
+enum {
+    NOOK_OK = 0,
+    NOOK_AGAIN = 1,       /* data queued; output is above the high-water mark: wait for WRITABLE */
+    NOOK_ENOMEM = -1,     /* out of memory */
+    NOOK_EINVAL = -2,     /* invalid argument */
+    NOOK_ESTATE = -3,     /* call not valid in the object's current state */
+    NOOK_EEXIST = -4,     /* conflicts with something already registered */
+    NOOK_EADDR = -5,      /* address could not be parsed or resolved */
+    NOOK_EADDRINUSE = -6, /* address already in use */
+    NOOK_ESYS = -7,       /* a system call failed; the log says which and why */
+    NOOK_EFULL = -8,      /* output buffer at its hard limit; nothing was queued */
+    NOOK_ECLOSED = -9,    /* the client went away; the response can no longer be sent */
+    NOOK_ELIMIT = -10,    /* a configured limit was reached */
+    NOOK_ENOTFOUND = -11, /* no such item */
+    NOOK_ETHREAD = -12    /* called from a thread that may not make this call */
+};
+
+/* A static, human-readable description of an error code ("out of memory"). Never NULL.
+ * THREAD-SAFE. */
+NOOK_API const char *nook_strerror(int err);
+
+/* The code's symbolic name ("NOOK_ENOMEM"), or "NOOK_UNKNOWN". THREAD-SAFE. */
+NOOK_API const char *nook_err_name(int err);
+
+/* The library version as "MAJOR.MINOR.PATCH". THREAD-SAFE. */
+NOOK_API const char *nook_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Basic types
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nook_server nook_server;
+typedef struct nook_req nook_req;
+typedef struct nook_tls nook_tls;
+
+/* A view of bytes owned by nook. Not NUL-terminated. */
+typedef struct nook_str {
+    const char *ptr;
+    size_t len;
+} nook_str;
+
+/* Handlers and middleware: one request, the user_data given at registration. */
+typedef void (*nook_handler_fn)(nook_req *req, void *user_data);
+
+/* Releases a user_data pointer when nook no longer needs it (may be NULL). */
+typedef void (*nook_free_fn)(void *user_data);
+
+/* ---------------------------------------------------------------------------------------------
+ * Server configuration
+ * ------------------------------------------------------------------------------------------- */
+
+/* Creates a server with default options, no listeners and no routes. NULL when out of memory.
+ * The caller owns it and releases it with nook_server_free(). */
+NOOK_API nook_server *nook_server_new(void);
+
+/* Stops the server if it runs (abruptly: drain time 0), waits for its threads, closes every
+ * listener and connection, and releases it with every route's user_data. Safe on NULL.
+ * Must not be called from one of the server's own threads. */
+NOOK_API void nook_server_free(nook_server *srv);
+
+/* Integer options. Each has a default (in brackets) and is set before the server starts;
+ * nook_server_set_int returns NOOK_ESTATE once it runs, NOOK_EINVAL for an unknown option or a
+ * value out of range. Time values are in milliseconds; 0 disables a timeout. */
+typedef enum nook_opt {
+    NOOK_OPT_THREADS = 1,          /* worker loops for run()/start() [online CPUs], 1..256 */
+    NOOK_OPT_MAX_CONNECTIONS,      /* open connections per worker [10000]; extra ones are closed */
+    NOOK_OPT_MAX_REQUEST_LINE,     /* bytes in the request line [8192] → 414 */
+    NOOK_OPT_MAX_HEADER_BYTES,     /* bytes in the whole request head [16384] → 431 */
+    NOOK_OPT_MAX_HEADERS,          /* header fields in a request [100] → 431 */
+    NOOK_OPT_MAX_BODY,             /* request body bytes [1048576] → 413 */
+    NOOK_OPT_MAX_REQUESTS_PER_CONN,/* requests served on one connection before closing it [10000] */
+    NOOK_OPT_IDLE_TIMEOUT,         /* keep-alive wait for the next request [60000] */
+    NOOK_OPT_HEADER_TIMEOUT,       /* time to receive a whole request head [10000] → 408 */
+    NOOK_OPT_BODY_TIMEOUT,         /* longest pause while receiving a request body [30000] → 408 */
+    NOOK_OPT_WRITE_TIMEOUT,        /* longest time without write progress while output is pending [30000] */
+    NOOK_OPT_OUTPUT_HIGH_WATER,    /* queued response bytes past which writes return NOOK_AGAIN [65536] */
+    NOOK_OPT_MAX_OUTPUT,           /* queued response bytes past which writes fail NOOK_EFULL [4194304] */
+    NOOK_OPT_LISTEN_BACKLOG,       /* listen(2) backlog [511] */
+    NOOK_OPT_HTTP2,                /* 1: serve HTTP/2 (ALPN "h2" on TLS, prior-knowledge h2c on
+                                      cleartext); 0: never offer or accept it [1] */
+    NOOK_OPT_ALT_SVC,              /* 1: HTTP/1.1 responses over TLS advertise h2 with
+                                      Alt-Svc: h2=":PORT" (when HTTP/2 is on) [1] */
+    NOOK_OPT_TLS_HANDSHAKE_TIMEOUT,/* time to complete a TLS handshake [10000] */
+    NOOK_OPT_H2_MAX_CONCURRENT_STREAMS, /* SETTINGS_MAX_CONCURRENT_STREAMS [100] */
+    NOOK_OPT_H2_INITIAL_WINDOW_SIZE,    /* SETTINGS_INITIAL_WINDOW_SIZE per stream [262144] */
+    NOOK_OPT_H2_MAX_FRAME_SIZE,         /* SETTINGS_MAX_FRAME_SIZE [16384] */
+    NOOK_OPT_H2_MAX_HEADER_LIST_SIZE    /* SETTINGS_MAX_HEADER_LIST_SIZE [65536] */
+} nook_opt;
+
+NOOK_API int nook_server_set_int(nook_server *srv, nook_opt opt, int64_t value);
+
+/* The option's current value, or the default; NOOK_EINVAL for an unknown option. */
+NOOK_API int64_t nook_server_get_int(const nook_server *srv, nook_opt opt);
+
+/* Log levels, most severe first. */
+typedef enum nook_log_level {
+    NOOK_LOG_ERROR = 0,
+    NOOK_LOG_WARN = 1,
+    NOOK_LOG_INFO = 2,
+    NOOK_LOG_DEBUG = 3
+} nook_log_level;
+
+/* Receives one log line (NUL-terminated, no trailing newline; valid only during the call).
+ * Called from any of the server's threads, possibly concurrently. */
+typedef void (*nook_log_fn)(nook_log_level level, const char *msg, void *user_data);
+
+/* Sets where log lines go and the most verbose level delivered. nook never prints by itself:
+ * without a logger, lines are dropped. Call before the server starts. */
+NOOK_API void nook_server_set_logger(nook_server *srv, nook_log_fn fn, nook_log_level max_level,
+                                     void *user_data);
+
+/* A logger that writes "nook: LEVEL: msg" lines to stderr, for programs that want one. */
+NOOK_API void nook_log_stderr(nook_log_level level, const char *msg, void *user_data);
+
+/* Memory functions used for everything the server allocates after this call (the server object
+ * itself comes from malloc). Each receives the user_data given here. free_fn must accept NULL.
+ * Call right after nook_server_new(), before any other call; NOOK_ESTATE otherwise.
+ * The functions are called from every worker thread and must be thread-safe. */
+typedef void *(*nook_malloc_fn)(size_t size, void *user_data);
+typedef void *(*nook_realloc_fn)(void *ptr, size_t size, void *user_data);
+typedef void (*nook_release_fn)(void *ptr, void *user_data);
+NOOK_API int nook_server_set_allocator(nook_server *srv, nook_malloc_fn malloc_fn,
+                                       nook_realloc_fn realloc_fn, nook_release_fn free_fn,
+                                       void *user_data);
+
+/* Opens a listener now (so errors show here): "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:0"
+ * (port 0 picks a free port; see nook_server_port), or "unix:/path/to.sock" (an existing socket
+ * file at that path is replaced). Connections are served once the server runs.
+ * With tls (see nook_tls_new), the listener speaks TLS and picks HTTP/2 or HTTP/1.1 per
+ * connection by ALPN; the server keeps its own reference to tls. Without (NULL), it serves
+ * HTTP/1.1, and HTTP/2 to clients that start with the HTTP/2 preface (h2c, prior knowledge).
+ * Errors: NOOK_EADDR, NOOK_EADDRINUSE, NOOK_ESYS, NOOK_ESTATE (already running), NOOK_ENOMEM,
+ * NOOK_EINVAL (tls has no certificate). */
+NOOK_API int nook_server_listen(nook_server *srv, const char *addr, nook_tls *tls);
+
+/* ---------------------------------------------------------------------------------------------
+ * TLS (mbedTLS)
+ *
+ * A nook_tls holds certificates and protocol settings for one or more listeners. TLS 1.2 is the
+ * minimum; only ECDHE key exchange with AEAD ciphers is offered (P-256 first); session tickets
+ * make resumed handshakes cheap. Configure it completely before passing it to
+ * nook_server_listen(); it is read-only (and safe to share between servers) afterwards.
+ * ------------------------------------------------------------------------------------------- */
+
+/* A TLS configuration with no certificate. NULL when out of memory or when the random generator
+ * cannot be seeded. Release with nook_tls_free(). */
+NOOK_API nook_tls *nook_tls_new(void);
+
+/* Adds a certificate chain and its private key from PEM files (password NULL for an unencrypted
+ * key). The first certificate added is the default; later ones are chosen by SNI when the client
+ * asks for a name they cover (subjectAltName DNS names, "*.example.com" wildcards included).
+ * Errors: NOOK_EINVAL (unreadable or mismatched files; the logger is not involved: the message
+ * is in nook_tls_last_error()), NOOK_ESTATE (already used by a listener), NOOK_ENOMEM. */
+NOOK_API int nook_tls_add_cert_file(nook_tls *tls, const char *cert_file, const char *key_file,
+                                    const char *password);
+
+/* The same from PEM text in memory (copied; lengths exclude any terminating NUL). */
+NOOK_API int nook_tls_add_cert_pem(nook_tls *tls, const char *cert_pem, size_t cert_len,
+                                   const char *key_pem, size_t key_len, const char *password);
+
+/* The protocols offered by ALPN, most preferred first, comma-separated: the default is
+ * "h2,http/1.1". Only "h2" and "http/1.1" are known; "h2" is left out anyway when the server's
+ * NOOK_OPT_HTTP2 is 0. A client that offers no ALPN gets HTTP/1.1; one whose offer has nothing
+ * in common is refused (no_application_protocol). Errors: NOOK_EINVAL, NOOK_ESTATE. */
+NOOK_API int nook_tls_set_alpn(nook_tls *tls, const char *protocols);
+
+/* A description of the last nook_tls_add_cert_* failure on this object ("" if none). */
+NOOK_API const char *nook_tls_last_error(const nook_tls *tls);
+
+/* Drops the caller's reference: the configuration lives on while listeners use it. NULL-safe. */
+NOOK_API void nook_tls_free(nook_tls *tls);
+
+/* The TCP port that listener number `index` (0-based, in nook_server_listen order) is bound to;
+ * 0 for a Unix socket; NOOK_ENOTFOUND if there is no such listener. */
+NOOK_API int nook_server_port(const nook_server *srv, size_t index);
+
+/* ---------------------------------------------------------------------------------------------
+ * Routes
+ * ------------------------------------------------------------------------------------------- */
+
+/* Registers a handler for a pattern: an optional method, a space, then a path:
+ *     "GET /users/{id}"    one segment, available as nook_req_param(req, "id")
+ *     "/files/{path...}"   a trailing wildcard: the rest of the path, possibly empty, any method
+ *     "POST /upload"       a fixed path
+ * Static segments win over parameters, parameters over wildcards. A GET route also answers HEAD.
+ * A path with no route gets 404; a path whose routes all name other methods gets 405 with Allow.
+ * Errors: NOOK_EINVAL (malformed pattern), NOOK_EEXIST (a route with the same method already
+ * matches exactly the same paths), NOOK_ESTATE (server running), NOOK_ENOMEM. nook copies the
+ * pattern; on success it owns user_data and calls free_ud(user_data) when the server is freed
+ * (on failure, the caller keeps it). */
+NOOK_API int nook_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *user_data,
+                        nook_free_fn free_ud);
+
+/* ---------------------------------------------------------------------------------------------
+ * Running
+ * ------------------------------------------------------------------------------------------- */
+
+/* Serves on the calling thread (plus NOOK_OPT_THREADS - 1 background workers) until
+ * nook_server_stop() has finished draining. Returns 0, or an error if the server could not start
+ * (NOOK_ESTATE if it already runs; NOOK_EINVAL without listeners). */
+NOOK_API int nook_server_run(nook_server *srv);
+
+/* Starts NOOK_OPT_THREADS background workers and returns at once. */
+NOOK_API int nook_server_start(nook_server *srv);
+
+/* Asks the server to stop: listeners close at once; idle connections close; requests in flight
+ * may finish for up to drain_ms milliseconds, after which every connection is closed. Returns at
+ * once; nook_server_run() then returns, or nook_server_wait() joins the workers.
+ * THREAD-SAFE and async-signal-safe (may be called from a signal handler). */
+NOOK_API void nook_server_stop(nook_server *srv, int drain_ms);
+
+/* Waits until background workers started by nook_server_start() have stopped. NOOK_ETHREAD when
+ * called from one of them. */
+NOOK_API int nook_server_wait(nook_server *srv);
+
+/* Host-loop mode: instead of run/start, drive one worker from your own event loop.
+ * nook_server_fd() prepares it (first call) and returns a file descriptor that becomes readable
+ * when there is work; add it to your poll/epoll set. nook_server_timeout() says how many
+ * milliseconds the host may sleep at most (-1: no deadline). nook_server_poll() does whatever is
+ * ready without blocking; it returns 0 while serving, 1 once the server has stopped, or an error.
+ * All three must be called from the same thread. */
+NOOK_API int nook_server_fd(nook_server *srv);
+NOOK_API int nook_server_timeout(nook_server *srv);
+NOOK_API int nook_server_poll(nook_server *srv);
+
+/* ---------------------------------------------------------------------------------------------
+ * Reading the request (loop thread only; views live as long as the request)
+ * ------------------------------------------------------------------------------------------- */
+
+NOOK_API nook_str nook_req_method(const nook_req *req);
+
+/* The path as sent, percent-encoded, without the query ("/a%20b"). */
+NOOK_API nook_str nook_req_path(const nook_req *req);
+
+/* The raw query string after '?', without it; {NULL,0} when there was no '?'. */
+NOOK_API nook_str nook_req_query(const nook_req *req);
+
+/* A route parameter by name, percent-decoded ("{id}" → "id"); {NULL,0} if the route has none. */
+NOOK_API nook_str nook_req_param(nook_req *req, const char *name);
+
+/* The first query parameter with that name, decoded ('+' is a space); {NULL,0} if absent or
+ * malformed. */
+NOOK_API nook_str nook_req_query_param(nook_req *req, const char *name);
+
+/* The first request header with that name, compared case-insensitively; {NULL,0} if absent. */
+NOOK_API nook_str nook_req_header(const nook_req *req, const char *name);
+
+/* Every request header in arrival order: index 0 .. count-1. nook_req_header_at returns
+ * NOOK_ENOTFOUND past the end. */
+NOOK_API size_t nook_req_header_count(const nook_req *req);
+NOOK_API int nook_req_header_at(const nook_req *req, size_t index, nook_str *name, nook_str *value);
+
+/* The whole request body (empty if none). */
+NOOK_API nook_str nook_req_body(const nook_req *req);
+
+/* Memory that lives as long as the request (aligned for any type); NULL when out of memory. */
+NOOK_API void *nook_req_alloc(nook_req *req, size_t size);
+
+/* The server's peer address as text ("127.0.0.1:51234", "[::1]:4000", "unix"). */
+NOOK_API nook_str nook_req_peer(const nook_req *req);
+
+/* ---------------------------------------------------------------------------------------------
+ * Writing the response (loop thread only)
+ * ------------------------------------------------------------------------------------------- */
+
+/* Sends a whole response: status, Content-Type (NULL: none), body (copied; may be NULL when len
+ * is 0), plus any headers added before. Ends the response.
+ * Errors: NOOK_ESTATE (a response was already started), NOOK_EINVAL (status outside 200..999 or
+ * 1xx), NOOK_ECLOSED, NOOK_ENOMEM. */
+NOOK_API int nook_respond(nook_req *req, int status, const char *content_type, const void *body,
+                          size_t len);
+
+/* Sets the status for a streamed response (default 200). NOOK_ESTATE after nook_res_start(). */
+NOOK_API int nook_res_status(nook_req *req, int status);
+
+/* Adds a response header (both strings copied). Names are matched case-insensitively by
+ * nook_res_set_header and by the library; they are sent as given where the protocol allows.
+ * A Content-Length set here makes a streamed response length-delimited: exactly that many bytes
+ * must then be written. Errors: NOOK_EINVAL (name not a token, or CR/LF/NUL in the value),
+ * NOOK_ESTATE (head already sent), NOOK_ELIMIT (too many headers), NOOK_ENOMEM. */
+NOOK_API int nook_res_header(nook_req *req, const char *name, const char *value);
+
+/* Replaces every header of that name with one (value NULL: removes them). Errors as above. */
+NOOK_API int nook_res_set_header(nook_req *req, const char *name, const char *value);
+
+/* Starts a streamed response: the status and headers go out now; the body follows with
+ * nook_res_write() and ends with nook_res_end(). */
+NOOK_API int nook_res_start(nook_req *req);
+
+/* Queues body bytes (copied), starting the response first if needed.
+ * Returns NOOK_OK (more may be written), NOOK_AGAIN (queued, but the output is above
+ * NOOK_OPT_OUTPUT_HIGH_WATER: stop and continue from NOOK_ON_WRITABLE), NOOK_EFULL (not queued:
+ * that would pass NOOK_OPT_MAX_OUTPUT), NOOK_ECLOSED (client gone), NOOK_ESTATE (ended),
+ * NOOK_EINVAL (more than a declared Content-Length). */
+NOOK_API int nook_res_write(nook_req *req, const void *data, size_t len);
+
+/* Ends a streamed response. NOOK_EINVAL if fewer bytes than a declared Content-Length were
+ * written (the connection is then reset, as the response is broken). */
+NOOK_API int nook_res_end(nook_req *req);
+
+/* ---------------------------------------------------------------------------------------------
+ * Request events
+ * ------------------------------------------------------------------------------------------- */
+
+typedef enum nook_event {
+    NOOK_ON_WRITABLE = 1, /* queued output fell below half the high-water mark: write more */
+    NOOK_ON_CANCEL = 2,   /* the client went away before the response ended: stop work */
+    NOOK_ON_DONE = 3      /* the response ended (sent or failed); last call for this request */
+} nook_event;
+
+/* Registers a callback for an event on this request (one per event; a new one replaces it;
+ * fn NULL removes it). The request is valid during the callback. Errors: NOOK_EINVAL. */
+NOOK_API int nook_req_on(nook_req *req, nook_event ev, nook_handler_fn fn, void *user_data);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NOOK_H */

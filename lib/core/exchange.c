@@ -1,0 +1,582 @@
+/*
+ * The exchange: one request and its response, whatever protocol carried them. This file is the
+ * public nook_req_* / nook_res_* API plus the core side of core/proto.h.
+ */
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/pct.h"
+#include "core/proto.h"
+#include "core/router.h"
+#include "core/server.h"
+#include "io/ascii.h"
+#include "io/buf.h"
+
+#define ARENA_FIRST_CHUNK 4096
+#define HDRS_INITIAL 16
+#define REQ_CACHE_MAX 256
+#define BODY_KEEP 65536 /* body buffer capacity kept across requests */
+#define PEER_MAX 64
+
+enum { RES_NONE, RES_STARTED, RES_ENDED };
+
+typedef struct hook {
+    nook_handler_fn fn;
+    void *user_data;
+} hook;
+
+typedef struct hdr_list {
+    core_hdr *v;
+    size_t n, cap;
+} hdr_list;
+
+struct nook_req {
+    nook_req *next_free;
+    core_worker *w;
+    const core_stream_ops *ops;
+    void *stream;
+    core_arena arena;
+
+    nook_str method, path, query, peer;
+    hdr_list req_hdrs;
+    io_buf body;
+    size_t nparams;
+    core_route_param params[CORE_ROUTE_MAX_PARAMS];
+
+    int status;
+    int state;
+    hdr_list res_hdrs;
+    int64_t declared_len; /* Content-Length the handler set, or -1 */
+    uint64_t written;
+    bool head_req;
+    bool sent_end;  /* the codec has been given the end of the response */
+    bool cancelled; /* the peer went away */
+    int depth;      /* handler/hook calls on the stack for this request */
+    bool release_pending;
+    hook hooks[NOOK_ON_DONE + 1];
+    char peer_buf[PEER_MAX];
+};
+
+void core_route_call(void *target, nook_req *req);
+
+/* ---------------------------------------------------------------------------------------------
+ * Life cycle
+ * ------------------------------------------------------------------------------------------- */
+
+nook_req *core_exchange_new(core_worker *w, const core_stream_ops *ops, void *stream,
+                            nook_str peer)
+{
+    core_req_cache *cache = core_worker_req_cache(w);
+    nook_req *r = cache->head;
+    if (r) {
+        cache->head = r->next_free;
+        cache->count--;
+    } else {
+        const io_alloc *a = core_worker_alloc(w);
+        r = io_malloc(a, sizeof *r);
+        if (!r)
+            return NULL;
+        memset(r, 0, sizeof *r);
+        core_arena_init(&r->arena, a, ARENA_FIRST_CHUNK);
+    }
+    r->w = w;
+    r->ops = ops;
+    r->stream = stream;
+    r->status = 200;
+    r->declared_len = -1;
+    size_t n = peer.len < PEER_MAX ? peer.len : PEER_MAX - 1;
+    memcpy(r->peer_buf, peer.ptr, n);
+    r->peer = (nook_str){r->peer_buf, n};
+    return r;
+}
+
+/* Returns the object to the worker's cache with everything per-request reset. */
+static void release(nook_req *r)
+{
+    if (r->depth > 0) {
+        r->release_pending = true;
+        return;
+    }
+    core_worker *w = r->w;
+    const io_alloc *a = core_worker_alloc(w);
+    core_req_cache *cache = core_worker_req_cache(w);
+    core_arena_reset(&r->arena);
+    r->body.off = r->body.len = 0;
+    io_buf_trim(&r->body, a, BODY_KEEP);
+    if (cache->count >= REQ_CACHE_MAX) {
+        core_arena_free(&r->arena);
+        io_buf_free(&r->body, a);
+        io_free(a, r);
+        return;
+    }
+    core_arena arena = r->arena;
+    io_buf body = r->body;
+    memset(r, 0, sizeof *r);
+    r->arena = arena;
+    r->body = body;
+    r->next_free = cache->head;
+    cache->head = r;
+    cache->count++;
+}
+
+void core_exchange_cache_free(core_req_cache *c, const io_alloc *alloc)
+{
+    while (c->head) {
+        nook_req *r = c->head;
+        c->head = r->next_free;
+        core_arena_free(&r->arena);
+        io_buf_free(&r->body, alloc);
+        io_free(alloc, r);
+    }
+    c->count = 0;
+}
+
+static void run_hook(nook_req *r, nook_event ev)
+{
+    hook h = r->hooks[ev];
+    if (!h.fn)
+        return;
+    r->depth++;
+    h.fn(r, h.user_data);
+    r->depth--;
+}
+
+void core_exchange_finish(nook_req *r, bool ok)
+{
+    if (!ok && !r->cancelled) {
+        r->cancelled = true;
+        if (r->state != RES_ENDED)
+            run_hook(r, NOOK_ON_CANCEL);
+    }
+    r->state = RES_ENDED;
+    r->sent_end = true;
+    run_hook(r, NOOK_ON_DONE);
+    release(r);
+}
+
+void core_exchange_cancel(nook_req *r) { core_exchange_finish(r, false); }
+
+bool core_exchange_ended(const nook_req *r) { return r->sent_end; }
+
+/* ---------------------------------------------------------------------------------------------
+ * Request side (codec → core)
+ * ------------------------------------------------------------------------------------------- */
+
+static int hdr_push(core_arena *arena, hdr_list *l, nook_str name, nook_str value)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : HDRS_INITIAL;
+        core_hdr *v = core_arena_alloc(arena, cap * sizeof *v);
+        if (!v)
+            return NOOK_ENOMEM;
+        if (l->n)
+            memcpy(v, l->v, l->n * sizeof *v);
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (core_hdr){name, value};
+    return NOOK_OK;
+}
+
+static nook_str arena_str(core_arena *a, const char *p, size_t n)
+{
+    char *q = core_arena_dup(a, p, n);
+    return (nook_str){q, q ? n : 0};
+}
+
+int core_exchange_set_target(nook_req *r, nook_str method, nook_str target)
+{
+    r->method = arena_str(&r->arena, method.ptr, method.len);
+    nook_str t = arena_str(&r->arena, target.ptr, target.len);
+    if (!r->method.ptr || !t.ptr)
+        return NOOK_ENOMEM;
+    r->head_req = method.len == 4 && memcmp(method.ptr, "HEAD", 4) == 0;
+    const char *p = t.ptr, *end = t.ptr + t.len;
+    if (t.len > 0 && p[0] != '/' && !(t.len == 1 && p[0] == '*')) {
+        /* absolute-form: skip "scheme://authority"; the path starts at the next '/'. */
+        const char *sep = memchr(p, ':', t.len);
+        if (!sep || end - sep < 3 || sep[1] != '/' || sep[2] != '/')
+            return NOOK_EINVAL;
+        p = sep + 3;
+        while (p < end && *p != '/' && *p != '?')
+            p++;
+        if (p == end || *p == '?') {
+            /* "http://host" or "http://host?q": the path is "/" (RFC 9112 §3.2.2). */
+            const char *q = p;
+            r->path = (nook_str){"/", 1};
+            r->query = q < end ? (nook_str){q + 1, (size_t)(end - q - 1)} : (nook_str){NULL, 0};
+            return NOOK_OK;
+        }
+    }
+    const char *q = memchr(p, '?', (size_t)(end - p));
+    r->path = (nook_str){p, (size_t)((q ? q : end) - p)};
+    r->query = q ? (nook_str){q + 1, (size_t)(end - q - 1)} : (nook_str){NULL, 0};
+    if (r->path.len == 0)
+        return NOOK_EINVAL;
+    return NOOK_OK;
+}
+
+int core_exchange_add_header(nook_req *r, nook_str name, nook_str value)
+{
+    nook_str n = arena_str(&r->arena, name.ptr, name.len);
+    nook_str v = arena_str(&r->arena, value.ptr, value.len);
+    if (!n.ptr || !v.ptr)
+        return NOOK_ENOMEM;
+    return hdr_push(&r->arena, &r->req_hdrs, n, v);
+}
+
+int core_exchange_body(nook_req *r, const void *p, size_t n)
+{
+    const core_limits *lim = core_worker_limits(r->w);
+    return io_buf_append(&r->body, core_worker_alloc(r->w), p, n,
+                         (size_t)core_opt(lim, NOOK_OPT_MAX_BODY));
+}
+
+static void respond_error(nook_req *r, int status, const char *text)
+{
+    nook_respond(r, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+void core_exchange_dispatch(nook_req *r)
+{
+    const core_router *router = core_worker_router(r->w);
+    core_route_match m;
+    int rc = NOOK_ENOTFOUND;
+    m.allow[0] = '\0';
+    if (router)
+        rc = core_router_match(router, r->method.ptr, r->method.len, r->path.ptr, r->path.len, &m);
+    r->depth++;
+    if (rc == NOOK_OK) {
+        r->nparams = m.nparams;
+        memcpy(r->params, m.params, m.nparams * sizeof m.params[0]);
+        core_route_call(m.target, r);
+        if (r->state == RES_NONE && !r->cancelled) {
+            core_log(r->w, NOOK_LOG_ERROR, "handler for %.*s %.*s returned without responding",
+                     (int)r->method.len, r->method.ptr, (int)r->path.len, r->path.ptr);
+            respond_error(r, 500, "Internal Server Error\n");
+        }
+    } else if (m.allow[0]) {
+        nook_res_set_header(r, "Allow", m.allow);
+        respond_error(r, 405, "Method Not Allowed\n");
+    } else {
+        respond_error(r, 404, "Not Found\n");
+    }
+    r->depth--;
+    if (r->release_pending && r->depth == 0)
+        release(r);
+}
+
+void core_exchange_writable(nook_req *r)
+{
+    if (r->state == RES_STARTED && !r->cancelled)
+        run_hook(r, NOOK_ON_WRITABLE);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Public request accessors
+ * ------------------------------------------------------------------------------------------- */
+
+static const nook_str absent = {NULL, 0};
+
+nook_str nook_req_method(const nook_req *r) { return r ? r->method : absent; }
+nook_str nook_req_path(const nook_req *r) { return r ? r->path : absent; }
+nook_str nook_req_query(const nook_req *r) { return r ? r->query : absent; }
+nook_str nook_req_peer(const nook_req *r) { return r ? r->peer : absent; }
+
+nook_str nook_req_body(const nook_req *r)
+{
+    if (!r)
+        return absent;
+    return (nook_str){io_buf_size(&r->body) ? io_buf_head(&r->body) : "", io_buf_size(&r->body)};
+}
+
+/* Decodes a raw view into request memory; absent on malformed input. */
+static nook_str decode(nook_req *r, const char *p, size_t n, bool plus_is_space)
+{
+    char *out = core_arena_alloc(&r->arena, n + 1);
+    size_t len;
+    if (!out || core_pct_decode(p, n, out, &len, plus_is_space) != NOOK_OK)
+        return absent;
+    out[len] = '\0';
+    return (nook_str){out, len};
+}
+
+nook_str nook_req_param(nook_req *r, const char *name)
+{
+    if (!r || !name)
+        return absent;
+    for (size_t i = 0; i < r->nparams; i++)
+        if (strcmp(r->params[i].name, name) == 0)
+            return decode(r, r->params[i].value, r->params[i].value_len, false);
+    return absent;
+}
+
+nook_str nook_req_query_param(nook_req *r, const char *name)
+{
+    const char *v;
+    size_t n;
+    if (!r || !name || !r->query.ptr || !core_query_find(r->query.ptr, r->query.len, name, &v, &n))
+        return absent;
+    return decode(r, v, n, true);
+}
+
+static const core_hdr *find_hdr(const hdr_list *l, const char *name, size_t nlen)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].name.len == nlen && io_caseeq(l->v[i].name.ptr, name, nlen))
+            return &l->v[i];
+    return NULL;
+}
+
+nook_str nook_req_header(const nook_req *r, const char *name)
+{
+    if (!r || !name)
+        return absent;
+    const core_hdr *h = find_hdr(&r->req_hdrs, name, strlen(name));
+    return h ? h->value : absent;
+}
+
+size_t nook_req_header_count(const nook_req *r) { return r ? r->req_hdrs.n : 0; }
+
+int nook_req_header_at(const nook_req *r, size_t index, nook_str *name, nook_str *value)
+{
+    if (!r || index >= r->req_hdrs.n)
+        return NOOK_ENOTFOUND;
+    if (name)
+        *name = r->req_hdrs.v[index].name;
+    if (value)
+        *value = r->req_hdrs.v[index].value;
+    return NOOK_OK;
+}
+
+void *nook_req_alloc(nook_req *r, size_t size) { return r ? core_arena_alloc(&r->arena, size) : NULL; }
+
+int nook_req_on(nook_req *r, nook_event ev, nook_handler_fn fn, void *user_data)
+{
+    if (!r || ev < NOOK_ON_WRITABLE || ev > NOOK_ON_DONE)
+        return NOOK_EINVAL;
+    r->hooks[ev] = (hook){fn, user_data};
+    return NOOK_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Public response API
+ * ------------------------------------------------------------------------------------------- */
+
+static bool valid_name(const char *name)
+{
+    if (!name || !*name)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!io_is_tchar((unsigned char)*p))
+            return false;
+    return true;
+}
+
+static bool valid_value(const char *v)
+{
+    for (const char *p = v; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            return false;
+    return true;
+}
+
+static int check_header_args(const nook_req *r, const char *name, const char *value)
+{
+    if (!r || !valid_name(name) || (value && !valid_value(value)))
+        return NOOK_EINVAL;
+    if (r->state != RES_NONE)
+        return NOOK_ESTATE;
+    return NOOK_OK;
+}
+
+static void remove_headers(hdr_list *l, const char *name)
+{
+    size_t nlen = strlen(name), keep = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (!(l->v[i].name.len == nlen && io_caseeq(l->v[i].name.ptr, name, nlen)))
+            l->v[keep++] = l->v[i];
+    l->n = keep;
+}
+
+static int add_res_header(nook_req *r, const char *name, const char *value)
+{
+    const core_limits *lim = core_worker_limits(r->w);
+    if (r->res_hdrs.n >= (size_t)core_opt(lim, NOOK_OPT_MAX_HEADERS))
+        return NOOK_ELIMIT;
+    nook_str n = arena_str(&r->arena, name, strlen(name));
+    nook_str v = arena_str(&r->arena, value, strlen(value));
+    if (!n.ptr || !v.ptr)
+        return NOOK_ENOMEM;
+    return hdr_push(&r->arena, &r->res_hdrs, n, v);
+}
+
+int nook_res_header(nook_req *r, const char *name, const char *value)
+{
+    int rc = check_header_args(r, name, value);
+    if (rc != NOOK_OK)
+        return rc;
+    if (!value)
+        return NOOK_EINVAL;
+    return add_res_header(r, name, value);
+}
+
+int nook_res_set_header(nook_req *r, const char *name, const char *value)
+{
+    int rc = check_header_args(r, name, value);
+    if (rc != NOOK_OK)
+        return rc;
+    remove_headers(&r->res_hdrs, name);
+    return value ? add_res_header(r, name, value) : NOOK_OK;
+}
+
+int nook_res_status(nook_req *r, int status)
+{
+    if (!r || status < 200 || status > 999)
+        return NOOK_EINVAL;
+    if (r->state != RES_NONE)
+        return NOOK_ESTATE;
+    r->status = status;
+    return NOOK_OK;
+}
+
+/* Parses a Content-Length the handler set; -1 when absent, -2 when malformed. */
+static int64_t declared_length(const hdr_list *l)
+{
+    const core_hdr *h = find_hdr(l, "content-length", 14);
+    if (!h)
+        return -1;
+    int64_t v = 0;
+    if (h->value.len == 0 || h->value.len > 18)
+        return -2;
+    for (size_t i = 0; i < h->value.len; i++) {
+        char c = h->value.ptr[i];
+        if (c < '0' || c > '9')
+            return -2;
+        v = v * 10 + (c - '0');
+    }
+    return v;
+}
+
+/* Sends the head: the handler's headers minus framing (the codec owns framing), plus Date. */
+static int send_head(nook_req *r, int64_t content_length, bool end)
+{
+    remove_headers(&r->res_hdrs, "content-length");
+    remove_headers(&r->res_hdrs, "transfer-encoding");
+    if (!find_hdr(&r->res_hdrs, "date", 4)) {
+        int rc = hdr_push(&r->arena, &r->res_hdrs, (nook_str){"Date", 4}, core_worker_date(r->w));
+        if (rc != NOOK_OK)
+            return rc;
+    }
+    r->state = RES_STARTED;
+    if (end || r->head_req) {
+        end = true;
+        r->sent_end = true;
+    }
+    int rc = r->ops->send_head(r->stream, r->status, r->res_hdrs.v, r->res_hdrs.n,
+                               content_length, end);
+    if (rc != NOOK_OK) {
+        r->sent_end = true;
+        r->ops->abort(r->stream);
+    }
+    return rc;
+}
+
+int nook_respond(nook_req *r, int status, const char *content_type, const void *body, size_t len)
+{
+    if (!r || status < 200 || status > 999 || (len && !body))
+        return NOOK_EINVAL;
+    if (r->state != RES_NONE)
+        return NOOK_ESTATE;
+    if (r->cancelled)
+        return NOOK_ECLOSED;
+    int rc;
+    if (content_type && (rc = nook_res_set_header(r, "Content-Type", content_type)) != NOOK_OK)
+        return rc;
+    r->status = status;
+    /* 204 and 304 never carry a body; everything else announces its length. */
+    bool bodiless = status == 204 || status == 304;
+    rc = send_head(r, bodiless ? -1 : (int64_t)len, len == 0 || bodiless);
+    if (rc == NOOK_OK && !r->sent_end) {
+        r->sent_end = true;
+        rc = r->ops->send_body(r->stream, body, len, true);
+    }
+    r->state = RES_ENDED;
+    return rc;
+}
+
+int nook_res_start(nook_req *r)
+{
+    if (!r)
+        return NOOK_EINVAL;
+    if (r->state != RES_NONE)
+        return NOOK_ESTATE;
+    if (r->cancelled)
+        return NOOK_ECLOSED;
+    int64_t len = declared_length(&r->res_hdrs);
+    if (len == -2)
+        return NOOK_EINVAL;
+    r->declared_len = len;
+    bool bodiless = r->status == 204 || r->status == 304;
+    return send_head(r, bodiless ? -1 : len, bodiless);
+}
+
+int nook_res_write(nook_req *r, const void *data, size_t len)
+{
+    if (!r || (len && !data))
+        return NOOK_EINVAL;
+    if (r->state == RES_ENDED)
+        return NOOK_ESTATE;
+    if (r->cancelled)
+        return NOOK_ECLOSED;
+    if (r->state == RES_NONE) {
+        int rc = nook_res_start(r);
+        if (rc != NOOK_OK)
+            return rc;
+    }
+    if (r->declared_len >= 0 && r->written + len > (uint64_t)r->declared_len)
+        return NOOK_EINVAL;
+    if (r->sent_end) /* HEAD, 204, 304: the body is not sent */
+        return NOOK_OK;
+    const core_limits *lim = core_worker_limits(r->w);
+    size_t queued = r->ops->queued(r->stream);
+    if (queued + len > (size_t)core_opt(lim, NOOK_OPT_MAX_OUTPUT))
+        return NOOK_EFULL;
+    int rc = r->ops->send_body(r->stream, data, len, false);
+    if (rc != NOOK_OK)
+        return rc;
+    r->written += len;
+    return r->ops->queued(r->stream) >= (size_t)core_opt(lim, NOOK_OPT_OUTPUT_HIGH_WATER)
+               ? NOOK_AGAIN
+               : NOOK_OK;
+}
+
+int nook_res_end(nook_req *r)
+{
+    if (!r)
+        return NOOK_EINVAL;
+    if (r->state == RES_ENDED)
+        return NOOK_ESTATE;
+    if (r->cancelled)
+        return NOOK_ECLOSED;
+    if (r->state == RES_NONE) {
+        if (declared_length(&r->res_hdrs) > 0)
+            return NOOK_EINVAL;
+        bool bodiless = r->status == 204 || r->status == 304;
+        int rc = send_head(r, bodiless ? -1 : 0, true);
+        r->state = RES_ENDED;
+        return rc;
+    }
+    r->state = RES_ENDED;
+    if (r->declared_len >= 0 && r->written < (uint64_t)r->declared_len) {
+        r->sent_end = true;
+        r->ops->abort(r->stream);
+        return NOOK_EINVAL;
+    }
+    if (r->sent_end)
+        return NOOK_OK;
+    r->sent_end = true;
+    return r->ops->send_body(r->stream, NULL, 0, true);
+}

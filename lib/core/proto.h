@@ -1,0 +1,84 @@
+/*
+ * The one interface between a protocol codec (HTTP/1.1, HTTP/2) and the protocol-neutral core.
+ *
+ *   codec → core                            core → codec (core_stream_ops)
+ *   core_exchange_new     a request begins  send_head   status + headers (+ length if known)
+ *   core_exchange_set_target / add_header   send_body   body bytes, last piece flagged
+ *   core_exchange_body    request body      queued      bytes not yet on the wire (backpressure)
+ *   core_exchange_dispatch  run handler     abort       the response is broken: reset/close
+ *   core_exchange_writable  output drained
+ *   core_exchange_cancel    peer went away
+ *   core_exchange_finish    response fully handed to the transport (or failed): release
+ *
+ * Rules that keep re-entrancy simple:
+ * - The core calls ops only while the exchange is live (before finish/cancel returned).
+ * - ops never call back into the core synchronously: a codec that learns the response ended
+ *   inside send_body records it and calls core_exchange_finish later, from its own context.
+ * - core_exchange_cancel and core_exchange_finish end the codec's use of the exchange pointer.
+ */
+#ifndef NOOK_CORE_PROTO_H
+#define NOOK_CORE_PROTO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "nook.h"
+
+typedef struct core_worker core_worker;
+
+/* A response header: name and value views (valid until send_head returns). */
+typedef struct core_hdr {
+    nook_str name;
+    nook_str value;
+} core_hdr;
+
+typedef struct core_stream_ops {
+    /* The response head. content_length >= 0 when the body length is known, -1 otherwise.
+     * end: no body bytes follow (HEAD, or an empty body). NOOK_OK or an error (the exchange is
+     * then treated as broken). */
+    int (*send_head)(void *stream, int status, const core_hdr *hdrs, size_t nhdrs,
+                     int64_t content_length, bool end);
+    /* Body bytes (copied by the codec); end marks the last piece (n may be 0).
+     * NOOK_OK, NOOK_EFULL (nothing queued: over the hard cap), NOOK_ECLOSED. */
+    int (*send_body)(void *stream, const void *p, size_t n, bool end);
+    /* Bytes of this exchange's output still waiting for the peer. */
+    size_t (*queued)(void *stream);
+    /* The response cannot be completed (handler broke framing): reset the stream or close. */
+    void (*abort)(void *stream);
+} core_stream_ops;
+
+/* Starts an exchange on a worker; peer is the client's address text (copied). NULL on ENOMEM. */
+nook_req *core_exchange_new(core_worker *w, const core_stream_ops *ops, void *stream,
+                            nook_str peer);
+
+/* Request line: method and the request-target as sent (origin-form "/p?q", absolute-form
+ * "http://h/p?q", or "*"). Copied. NOOK_OK, NOOK_EINVAL (target unusable), NOOK_ENOMEM. */
+int core_exchange_set_target(nook_req *req, nook_str method, nook_str target);
+
+/* One request header (copied). NOOK_OK or NOOK_ENOMEM. */
+int core_exchange_add_header(nook_req *req, nook_str name, nook_str value);
+
+/* Appends request body bytes. NOOK_OK, NOOK_ELIMIT (past NOOK_OPT_MAX_BODY), NOOK_ENOMEM. */
+int core_exchange_body(nook_req *req, const void *p, size_t n);
+
+/* The request is complete: route it and run the handler. */
+void core_exchange_dispatch(nook_req *req);
+
+/* The codec's output for this exchange dropped below the low-water mark. */
+void core_exchange_writable(nook_req *req);
+
+/* The peer is gone before the response ended: CANCEL then DONE hooks run, the exchange is freed
+ * (ops are not called again). */
+void core_exchange_cancel(nook_req *req);
+
+/* True once the handler side has ended the response (send_body/send_head with end). */
+bool core_exchange_ended(const nook_req *req);
+
+/* The codec has handed the whole response to the transport (ok) or given up (!ok): DONE runs
+ * and the exchange is freed. */
+void core_exchange_finish(nook_req *req, bool ok);
+
+/* Server limits a codec needs. */
+const struct core_limits *core_worker_limits(const core_worker *w);
+
+#endif

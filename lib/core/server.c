@@ -1,0 +1,696 @@
+/*
+ * nook_server: configuration, listeners, routes, and the worker loops that serve them.
+ *
+ * Each worker owns an event loop, its own listening sockets (SO_REUSEPORT copies for TCP, a
+ * dup for Unix sockets, which cannot share a port) and every connection it accepts, from
+ * accept to close. Workers share only read-only state (options, routes) and the stop flag.
+ */
+#include "core/server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/router.h"
+#include "h1/conn.h"
+#include "io/sock.h"
+
+#define MAX_LISTENERS 32
+#define ACCEPTS_PER_EVENT 64
+#define ACCEPT_PAUSE_MS 100
+
+enum { SRV_IDLE, SRV_RUNNING, SRV_STOPPED };
+
+typedef struct listener_conf {
+    io_addr addr; /* with the real port once bound */
+    int fd;       /* bound socket until a worker takes it over */
+    int port;
+} listener_conf;
+
+typedef struct worker_listener {
+    io_watch watch;
+    core_worker *worker;
+} worker_listener;
+
+struct core_worker {
+    nook_server *srv;
+    io_loop *loop;
+    pthread_t thread;
+    bool has_thread;
+    worker_listener listeners[MAX_LISTENERS];
+    size_t nlisteners;
+    core_conn conns; /* sentinel of a circular list */
+    size_t nconns;
+    bool stopping;
+    io_timer drain_timer;
+    io_timer accept_pause;
+    time_t date_sec;
+    char date[32];
+    core_req_cache req_cache;
+    void *scratch;
+    size_t scratch_size;
+};
+
+typedef struct route_target {
+    const io_alloc *alloc;
+    nook_handler_fn fn;
+    void *user_data;
+    nook_free_fn free_ud;
+} route_target;
+
+struct nook_server {
+    io_alloc alloc;
+    bool alloc_locked; /* something was allocated: the allocator can no longer change */
+    core_limits limits;
+    nook_log_fn log_fn;
+    nook_log_level log_max;
+    void *log_ud;
+    core_router *router;
+    listener_conf listeners[MAX_LISTENERS];
+    size_t nlisteners;
+    core_worker **workers;
+    size_t nworkers;
+    atomic_int state;
+    atomic_int stop_requested;
+    atomic_int drain_ms;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Options
+ * ------------------------------------------------------------------------------------------- */
+
+static const struct {
+    int64_t def, min, max;
+} opt_spec[CORE_OPT_COUNT] = {
+    [NOOK_OPT_THREADS] = {0, 1, 256}, /* 0 here means "online CPUs" */
+    [NOOK_OPT_MAX_CONNECTIONS] = {10000, 1, 10000000},
+    [NOOK_OPT_MAX_REQUEST_LINE] = {8192, 64, 1 << 20},
+    [NOOK_OPT_MAX_HEADER_BYTES] = {16384, 256, 1 << 24},
+    [NOOK_OPT_MAX_HEADERS] = {100, 1, 10000},
+    [NOOK_OPT_MAX_BODY] = {1 << 20, 0, INT64_MAX},
+    [NOOK_OPT_MAX_REQUESTS_PER_CONN] = {10000, 1, INT64_MAX},
+    [NOOK_OPT_IDLE_TIMEOUT] = {60000, 0, 86400000},
+    [NOOK_OPT_HEADER_TIMEOUT] = {10000, 0, 86400000},
+    [NOOK_OPT_BODY_TIMEOUT] = {30000, 0, 86400000},
+    [NOOK_OPT_WRITE_TIMEOUT] = {30000, 0, 86400000},
+    [NOOK_OPT_OUTPUT_HIGH_WATER] = {65536, 1024, 1 << 30},
+    [NOOK_OPT_MAX_OUTPUT] = {4 << 20, 4096, (int64_t)1 << 34},
+    [NOOK_OPT_LISTEN_BACKLOG] = {511, 1, 65535},
+    [NOOK_OPT_HTTP2] = {1, 0, 1},
+    [NOOK_OPT_ALT_SVC] = {1, 0, 1},
+    [NOOK_OPT_TLS_HANDSHAKE_TIMEOUT] = {10000, 0, 86400000},
+    [NOOK_OPT_H2_MAX_CONCURRENT_STREAMS] = {100, 1, 1 << 20},
+    [NOOK_OPT_H2_INITIAL_WINDOW_SIZE] = {262144, 0, 0x7fffffff},
+    [NOOK_OPT_H2_MAX_FRAME_SIZE] = {16384, 16384, 16777215},
+    [NOOK_OPT_H2_MAX_HEADER_LIST_SIZE] = {65536, 1024, 1 << 24},
+};
+
+static bool opt_valid(int opt) { return opt >= NOOK_OPT_THREADS && opt < CORE_OPT_COUNT; }
+
+static int64_t online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? n : 1;
+}
+
+nook_server *nook_server_new(void)
+{
+    nook_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return NULL;
+    srv->alloc = io_alloc_libc;
+    for (int o = NOOK_OPT_THREADS; o < CORE_OPT_COUNT; o++)
+        srv->limits.opt[o] = opt_spec[o].def;
+    srv->limits.opt[NOOK_OPT_THREADS] = online_cpus();
+    for (size_t i = 0; i < MAX_LISTENERS; i++)
+        srv->listeners[i].fd = -1;
+    atomic_init(&srv->state, SRV_IDLE);
+    return srv;
+}
+
+int nook_server_set_int(nook_server *srv, nook_opt opt, int64_t value)
+{
+    if (!srv || !opt_valid((int)opt))
+        return NOOK_EINVAL;
+    if (atomic_load(&srv->state) != SRV_IDLE)
+        return NOOK_ESTATE;
+    if (value < opt_spec[opt].min || value > opt_spec[opt].max)
+        return NOOK_EINVAL;
+    srv->limits.opt[opt] = value;
+    return NOOK_OK;
+}
+
+int64_t nook_server_get_int(const nook_server *srv, nook_opt opt)
+{
+    if (!srv || !opt_valid((int)opt))
+        return NOOK_EINVAL;
+    return srv->limits.opt[opt];
+}
+
+void nook_server_set_logger(nook_server *srv, nook_log_fn fn, nook_log_level max_level,
+                            void *user_data)
+{
+    if (!srv)
+        return;
+    srv->log_fn = fn;
+    srv->log_max = max_level;
+    srv->log_ud = user_data;
+}
+
+void nook_log_stderr(nook_log_level level, const char *msg, void *user_data)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    (void)user_data;
+    fprintf(stderr, "nook: %s: %s\n", names[level <= NOOK_LOG_DEBUG ? level : NOOK_LOG_DEBUG], msg);
+}
+
+int nook_server_set_allocator(nook_server *srv, nook_malloc_fn malloc_fn,
+                              nook_realloc_fn realloc_fn, nook_release_fn free_fn, void *user_data)
+{
+    if (!srv || !malloc_fn || !realloc_fn || !free_fn)
+        return NOOK_EINVAL;
+    if (srv->alloc_locked)
+        return NOOK_ESTATE;
+    srv->alloc = (io_alloc){malloc_fn, realloc_fn, free_fn, user_data};
+    return NOOK_OK;
+}
+
+static void log_v(const nook_server *srv, nook_log_level level, const char *fmt, va_list ap)
+{
+    if (!srv->log_fn || level > srv->log_max)
+        return;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    srv->log_fn(level, line, srv->log_ud);
+}
+
+static void srv_log(const nook_server *srv, nook_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void srv_log(const nook_server *srv, nook_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_v(srv, level, fmt, ap);
+    va_end(ap);
+}
+
+void core_log(const core_worker *w, nook_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_v(w->srv, level, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Listeners and routes
+ * ------------------------------------------------------------------------------------------- */
+
+int nook_server_listen(nook_server *srv, const char *addr, nook_tls *tls)
+{
+    if (!srv || !addr || tls)
+        return NOOK_EINVAL;
+    if (atomic_load(&srv->state) != SRV_IDLE)
+        return NOOK_ESTATE;
+    if (srv->nlisteners == MAX_LISTENERS)
+        return NOOK_ELIMIT;
+    listener_conf *l = &srv->listeners[srv->nlisteners];
+    int rc = io_addr_parse(addr, &l->addr);
+    if (rc != NOOK_OK) {
+        srv_log(srv, NOOK_LOG_ERROR, "listen %s: cannot parse the address", addr);
+        return rc;
+    }
+    int fd = io_listen(&l->addr, (int)core_opt(&srv->limits, NOOK_OPT_LISTEN_BACKLOG), true);
+    if (fd < 0) {
+        srv_log(srv, NOOK_LOG_ERROR, "listen %s: %s", addr, strerror(errno));
+        return fd;
+    }
+    /* Learn the port the kernel chose, so other workers' sockets bind the same one. */
+    io_addr bound;
+    if (l->addr.ss.ss_family != AF_UNIX && io_sock_name(fd, &bound) == NOOK_OK)
+        l->addr = bound;
+    l->fd = fd;
+    l->port = io_addr_port(&l->addr);
+    srv->nlisteners++;
+    return NOOK_OK;
+}
+
+int nook_server_port(const nook_server *srv, size_t index)
+{
+    if (!srv || index >= srv->nlisteners)
+        return NOOK_ENOTFOUND;
+    return srv->listeners[index].port;
+}
+
+static void free_route_target(void *p)
+{
+    route_target *t = p;
+    if (t->free_ud)
+        t->free_ud(t->user_data);
+    io_free(t->alloc, t);
+}
+
+int nook_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *user_data,
+               nook_free_fn free_ud)
+{
+    if (!srv || !pattern || !fn)
+        return NOOK_EINVAL;
+    if (atomic_load(&srv->state) != SRV_IDLE)
+        return NOOK_ESTATE;
+    if (!srv->router) {
+        srv->alloc_locked = true;
+        srv->router = core_router_new(&srv->alloc);
+        if (!srv->router)
+            return NOOK_ENOMEM;
+    }
+    route_target *t = io_malloc(&srv->alloc, sizeof *t);
+    if (!t)
+        return NOOK_ENOMEM;
+    *t = (route_target){&srv->alloc, fn, user_data, free_ud};
+    int rc = core_router_add(srv->router, pattern, t);
+    if (rc != NOOK_OK) {
+        io_free(&srv->alloc, t);
+        srv_log(srv, NOOK_LOG_ERROR, "route \"%s\": %s", pattern, nook_strerror(rc));
+    }
+    return rc;
+}
+
+/* The exchange calls the handler through this, so route targets stay private to this file. */
+void core_route_call(void *target, nook_req *req);
+void core_route_call(void *target, nook_req *req)
+{
+    route_target *t = target;
+    t->fn(req, t->user_data);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Workers
+ * ------------------------------------------------------------------------------------------- */
+
+io_loop *core_worker_loop(core_worker *w) { return w->loop; }
+const io_alloc *core_worker_alloc(const core_worker *w) { return &w->srv->alloc; }
+const core_limits *core_worker_limits(const core_worker *w) { return &w->srv->limits; }
+bool core_worker_stopping(const core_worker *w) { return w->stopping; }
+const struct core_router *core_worker_router(const core_worker *w) { return w->srv->router; }
+core_req_cache *core_worker_req_cache(core_worker *w) { return &w->req_cache; }
+
+void *core_worker_scratch(core_worker *w, size_t size)
+{
+    if (size > w->scratch_size) {
+        void *p = io_realloc(&w->srv->alloc, w->scratch, size);
+        if (!p)
+            return NULL;
+        w->scratch = p;
+        w->scratch_size = size;
+    }
+    return w->scratch;
+}
+
+void core_worker_add_conn(core_worker *w, core_conn *c)
+{
+    c->next = w->conns.next;
+    c->prev = &w->conns;
+    w->conns.next->prev = c;
+    w->conns.next = c;
+    w->nconns++;
+}
+
+void core_worker_remove_conn(core_worker *w, core_conn *c)
+{
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    c->prev = c->next = c;
+    w->nconns--;
+}
+
+nook_str core_worker_date(core_worker *w)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (ts.tv_sec != w->date_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(w->date, sizeof w->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        w->date_sec = ts.tv_sec;
+    }
+    return (nook_str){w->date, 29};
+}
+
+/* EPOLLEXCLUSIVE watches cannot be modified, only removed and added again. */
+static void set_accepting(core_worker *w, bool on)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (on)
+            io_watch_add(w->loop, &w->listeners[i].watch, EPOLLIN | EPOLLEXCLUSIVE);
+        else
+            io_watch_del(w->loop, &w->listeners[i].watch);
+    }
+}
+
+static void on_accept_pause_end(io_timer *t)
+{
+    core_worker *w = (core_worker *)((char *)t - offsetof(core_worker, accept_pause));
+    if (!w->stopping)
+        set_accepting(w, true);
+}
+
+static void on_accept(io_watch *watch, uint32_t events)
+{
+    (void)events;
+    worker_listener *l = (worker_listener *)watch;
+    core_worker *w = l->worker;
+    int64_t max_conns = core_opt(&w->srv->limits, NOOK_OPT_MAX_CONNECTIONS);
+    for (int i = 0; i < ACCEPTS_PER_EVENT && !w->stopping; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(watch->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop accepting for a moment instead of spinning. */
+                core_log(w, NOOK_LOG_WARN, "accept: %s; pausing accepts", strerror(errno));
+                set_accepting(w, false);
+                io_timer_set(w->loop, &w->accept_pause, ACCEPT_PAUSE_MS);
+            }
+            return;
+        }
+        if ((int64_t)w->nconns >= max_conns) {
+            core_log(w, NOOK_LOG_WARN, "connection limit (%lld) reached; closing a new one",
+                     (long long)max_conns);
+            close(fd);
+            continue;
+        }
+        if (ss.ss_family != AF_UNIX) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        h1_conn_start(w, fd, (const struct sockaddr *)&ss, len);
+    }
+}
+
+static void close_listeners(core_worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        io_watch_del(w->loop, &w->listeners[i].watch);
+        close(w->listeners[i].watch.fd);
+    }
+    w->nlisteners = 0;
+}
+
+static void shutdown_conns(core_worker *w, bool graceful)
+{
+    /* A shutdown never frees synchronously, so walking the list is safe. */
+    for (core_conn *c = w->conns.next; c != &w->conns; c = c->next)
+        c->ops->shutdown(c, graceful);
+}
+
+static void on_drain_deadline(io_timer *t)
+{
+    core_worker *w = (core_worker *)((char *)t - offsetof(core_worker, drain_timer));
+    shutdown_conns(w, false);
+}
+
+static void begin_stop(core_worker *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    io_timer_stop(w->loop, &w->accept_pause);
+    close_listeners(w);
+    int drain = atomic_load(&w->srv->drain_ms);
+    shutdown_conns(w, drain > 0);
+    if (drain > 0)
+        io_timer_set(w->loop, &w->drain_timer, (uint64_t)drain);
+}
+
+static void on_wake(void *arg)
+{
+    core_worker *w = arg;
+    if (atomic_load(&w->srv->stop_requested))
+        begin_stop(w);
+}
+
+static void worker_free(core_worker *w)
+{
+    if (!w)
+        return;
+    close_listeners(w);
+    core_exchange_cache_free(&w->req_cache, &w->srv->alloc);
+    io_free(&w->srv->alloc, w->scratch);
+    io_loop_free(w->loop);
+    io_free(&w->srv->alloc, w);
+}
+
+/* Gives worker `index` its listening sockets: worker 0 takes the ones bound by listen(), the
+ * others open SO_REUSEPORT twins (TCP) or share the socket through a dup (Unix). */
+static int worker_listen(core_worker *w, size_t index)
+{
+    nook_server *srv = w->srv;
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        listener_conf *lc = &srv->listeners[i];
+        int fd;
+        if (index == 0) {
+            fd = lc->fd;
+            lc->fd = -1;
+        } else if (lc->addr.ss.ss_family == AF_UNIX) {
+            fd = dup(srv->workers[0]->listeners[i].watch.fd);
+        } else {
+            fd = io_listen(&lc->addr, (int)core_opt(&srv->limits, NOOK_OPT_LISTEN_BACKLOG), true);
+        }
+        if (fd < 0) {
+            srv_log(srv, NOOK_LOG_ERROR, "worker %zu: cannot open listener %zu: %s", index, i,
+                    strerror(errno));
+            return NOOK_ESYS;
+        }
+        worker_listener *wl = &w->listeners[w->nlisteners++];
+        wl->worker = w;
+        wl->watch.fd = fd;
+        wl->watch.fn = on_accept;
+        /* EPOLLEXCLUSIVE: a Unix socket shared by several workers wakes only one of them. */
+        if (io_watch_add(w->loop, &wl->watch, EPOLLIN | EPOLLEXCLUSIVE) != NOOK_OK)
+            return NOOK_ESYS;
+    }
+    return NOOK_OK;
+}
+
+static core_worker *worker_new(nook_server *srv)
+{
+    core_worker *w = io_malloc(&srv->alloc, sizeof *w);
+    if (!w)
+        return NULL;
+    memset(w, 0, sizeof *w);
+    w->srv = srv;
+    w->conns.next = w->conns.prev = &w->conns;
+    w->drain_timer.fn = on_drain_deadline;
+    w->accept_pause.fn = on_accept_pause_end;
+    w->loop = io_loop_new(&srv->alloc);
+    if (!w->loop) {
+        io_free(&srv->alloc, w);
+        return NULL;
+    }
+    io_loop_on_wake(w->loop, on_wake, w);
+    return w;
+}
+
+static bool worker_done(const core_worker *w) { return w->stopping && w->nconns == 0; }
+
+static void worker_run(core_worker *w)
+{
+    while (!worker_done(w)) {
+        if (io_loop_run_once(w->loop, -1) != NOOK_OK) {
+            core_log(w, NOOK_LOG_ERROR, "event loop failed: %s", strerror(errno));
+            break;
+        }
+    }
+}
+
+static void *worker_thread(void *arg)
+{
+    worker_run(arg);
+    return NULL;
+}
+
+static void free_workers(nook_server *srv)
+{
+    for (size_t i = 0; i < srv->nworkers; i++)
+        worker_free(srv->workers[i]);
+    io_free(&srv->alloc, srv->workers);
+    srv->workers = NULL;
+    srv->nworkers = 0;
+}
+
+static int create_workers(nook_server *srv, size_t n)
+{
+    if (atomic_load(&srv->state) != SRV_IDLE)
+        return NOOK_ESTATE;
+    if (srv->nlisteners == 0)
+        return NOOK_EINVAL;
+    srv->alloc_locked = true;
+    srv->workers = io_malloc(&srv->alloc, n * sizeof *srv->workers);
+    if (!srv->workers)
+        return NOOK_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        srv->workers[i] = worker_new(srv);
+        srv->nworkers = i + 1;
+        int rc = srv->workers[i] ? worker_listen(srv->workers[i], i) : NOOK_ENOMEM;
+        if (rc != NOOK_OK) {
+            free_workers(srv);
+            return rc;
+        }
+    }
+    atomic_store(&srv->state, SRV_RUNNING);
+    /* A stop that came before the workers existed is honoured now. */
+    if (atomic_load(&srv->stop_requested))
+        nook_server_stop(srv, atomic_load(&srv->drain_ms));
+    return NOOK_OK;
+}
+
+static int start_threads(nook_server *srv, size_t first)
+{
+    for (size_t i = first; i < srv->nworkers; i++) {
+        core_worker *w = srv->workers[i];
+        if (pthread_create(&w->thread, NULL, worker_thread, w) != 0) {
+            srv_log(srv, NOOK_LOG_ERROR, "cannot start worker thread: %s", strerror(errno));
+            nook_server_stop(srv, 0);
+            return NOOK_ESYS;
+        }
+        w->has_thread = true;
+    }
+    return NOOK_OK;
+}
+
+static void join_threads(nook_server *srv)
+{
+    for (size_t i = 0; i < srv->nworkers; i++) {
+        core_worker *w = srv->workers[i];
+        if (w->has_thread) {
+            pthread_join(w->thread, NULL);
+            w->has_thread = false;
+        }
+    }
+}
+
+int nook_server_run(nook_server *srv)
+{
+    if (!srv)
+        return NOOK_EINVAL;
+    int rc = create_workers(srv, (size_t)core_opt(&srv->limits, NOOK_OPT_THREADS));
+    if (rc != NOOK_OK)
+        return rc;
+    rc = start_threads(srv, 1);
+    worker_run(srv->workers[0]);
+    join_threads(srv);
+    atomic_store(&srv->state, SRV_STOPPED);
+    return rc;
+}
+
+int nook_server_start(nook_server *srv)
+{
+    if (!srv)
+        return NOOK_EINVAL;
+    int rc = create_workers(srv, (size_t)core_opt(&srv->limits, NOOK_OPT_THREADS));
+    if (rc != NOOK_OK)
+        return rc;
+    return start_threads(srv, 0);
+}
+
+void nook_server_stop(nook_server *srv, int drain_ms)
+{
+    if (!srv)
+        return;
+    atomic_store(&srv->drain_ms, drain_ms > 0 ? drain_ms : 0);
+    atomic_store(&srv->stop_requested, 1);
+    if (atomic_load(&srv->state) != SRV_RUNNING)
+        return;
+    for (size_t i = 0; i < srv->nworkers; i++)
+        io_loop_wake(srv->workers[i]->loop);
+}
+
+static bool on_worker_thread(const nook_server *srv)
+{
+    pthread_t self = pthread_self();
+    for (size_t i = 0; i < srv->nworkers; i++)
+        if (srv->workers[i]->has_thread && pthread_equal(srv->workers[i]->thread, self))
+            return true;
+    return false;
+}
+
+int nook_server_wait(nook_server *srv)
+{
+    if (!srv)
+        return NOOK_EINVAL;
+    if (on_worker_thread(srv))
+        return NOOK_ETHREAD;
+    join_threads(srv);
+    if (atomic_load(&srv->state) == SRV_RUNNING && srv->nworkers > 0 &&
+        worker_done(srv->workers[0]))
+        atomic_store(&srv->state, SRV_STOPPED);
+    return NOOK_OK;
+}
+
+/* ---- host-loop mode: one worker, driven by the host's own poll ---- */
+
+int nook_server_fd(nook_server *srv)
+{
+    if (!srv)
+        return NOOK_EINVAL;
+    if (atomic_load(&srv->state) == SRV_IDLE) {
+        int rc = create_workers(srv, 1);
+        if (rc != NOOK_OK)
+            return rc;
+    }
+    if (srv->nworkers != 1 || srv->workers[0]->has_thread)
+        return NOOK_ESTATE;
+    return io_loop_fd(srv->workers[0]->loop);
+}
+
+int nook_server_timeout(nook_server *srv)
+{
+    if (!srv || srv->nworkers != 1)
+        return -1;
+    return io_loop_timeout(srv->workers[0]->loop);
+}
+
+int nook_server_poll(nook_server *srv)
+{
+    int fd = nook_server_fd(srv);
+    if (fd < 0)
+        return atomic_load(&srv->state) == SRV_STOPPED ? 1 : fd;
+    core_worker *w = srv->workers[0];
+    if (io_loop_run_once(w->loop, 0) != NOOK_OK)
+        return NOOK_ESYS;
+    if (worker_done(w)) {
+        atomic_store(&srv->state, SRV_STOPPED);
+        return 1;
+    }
+    return 0;
+}
+
+void nook_server_free(nook_server *srv)
+{
+    if (!srv)
+        return;
+    if (atomic_load(&srv->state) == SRV_RUNNING) {
+        nook_server_stop(srv, 0);
+        join_threads(srv);
+        /* Workers without threads (host-loop mode) finish their shutdown here. */
+        for (size_t i = 0; i < srv->nworkers; i++)
+            while (!worker_done(srv->workers[i]) &&
+                   io_loop_run_once(srv->workers[i]->loop, 10) == NOOK_OK) {
+            }
+    }
+    free_workers(srv);
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        if (srv->listeners[i].fd >= 0)
+            close(srv->listeners[i].fd);
+    if (srv->router)
+        core_router_free(srv->router, free_route_target);
+    free(srv);
+}

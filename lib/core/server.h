@@ -1,0 +1,68 @@
+/* Server internals shared by the core and the codecs: options, logging, workers and the list of
+ * connections each worker owns (for graceful stop). */
+#ifndef NOOK_CORE_SERVER_H
+#define NOOK_CORE_SERVER_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/proto.h"
+#include "io/alloc.h"
+#include "io/loop.h"
+
+#define CORE_OPT_COUNT (NOOK_OPT_H2_MAX_HEADER_LIST_SIZE + 1)
+
+/* Read-only after start: every worker reads them without locks. */
+typedef struct core_limits {
+    int64_t opt[CORE_OPT_COUNT];
+} core_limits;
+
+static inline int64_t core_opt(const core_limits *l, nook_opt o) { return l->opt[o]; }
+
+/* A connection as the worker sees it, embedded in the codec's connection object. */
+typedef struct core_conn core_conn;
+typedef struct core_conn_ops {
+    /* The server is stopping. graceful: finish what is in flight, then close (idle ones close
+     * now); !graceful: close now. Must not free the connection synchronously (defer it). */
+    void (*shutdown)(core_conn *c, bool graceful);
+} core_conn_ops;
+
+struct core_conn {
+    core_conn *prev, *next;
+    const core_conn_ops *ops;
+};
+
+io_loop *core_worker_loop(core_worker *w);
+const io_alloc *core_worker_alloc(const core_worker *w);
+const core_limits *core_worker_limits(const core_worker *w);
+bool core_worker_stopping(const core_worker *w);
+
+void core_worker_add_conn(core_worker *w, core_conn *c);
+void core_worker_remove_conn(core_worker *w, core_conn *c);
+
+/* The current HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes), cached per second. */
+nook_str core_worker_date(core_worker *w);
+
+/* Worker-owned scratch memory of at least `size` bytes, valid until the next call on this worker
+ * (for data used within one synchronous step, such as a parse). NULL on ENOMEM. */
+void *core_worker_scratch(core_worker *w, size_t size);
+
+/* Logs one line through the server's logger (printf-style). */
+void core_log(const core_worker *w, nook_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The route table (for the exchange's dispatch). */
+const struct core_router *core_worker_router(const core_worker *w);
+
+/* Finished exchange objects kept for reuse, so steady-state requests allocate nothing. The
+ * exchange module owns the contents; the worker frees them with core_exchange_cache_free. */
+typedef struct core_req_cache {
+    struct nook_req *head;
+    size_t count;
+} core_req_cache;
+
+core_req_cache *core_worker_req_cache(core_worker *w);
+void core_exchange_cache_free(core_req_cache *c, const io_alloc *alloc);
+
+#endif

@@ -1,0 +1,365 @@
+/*
+ * The server the integration tests drive: a fixed set of routes that exercise the handler API.
+ *
+ *   nook_test_server [--listen ADDR]... [--threads N] [--opt NAME=VALUE]... [--drain MS]
+ *
+ * Prints "port P" (one line per listener, in order) on stdout once listening, then serves until
+ * SIGTERM/SIGINT, which stops it with a drain of --drain milliseconds (default 2000).
+ * Options: NAME is a nook_opt without the prefix, e.g. MAX_BODY=1024.
+ *
+ * Routes:
+ *   GET  /                     "Hello, World!"
+ *   GET  /users/{id}           "user:<decoded id>"
+ *   GET  /users/{id}/posts/{post}  "<id>/<post>"
+ *   GET  /files/{path...}      "<decoded rest>"
+ *   POST /echo                 the request body, same Content-Type
+ *   PUT  /echo                 (so /echo answers 405 with Allow: POST, PUT to others)
+ *   GET  /headers              sets "X-Mixed-Case: Yes" and "x-lower: yes"; body: the value of
+ *                              request header "x-test" looked up as "X-TEST"
+ *   GET  /allheaders           body: every request header as "name: value\n", in order
+ *   GET  /query                body: decoded query parameter "q" (or "<absent>")
+ *   GET  /stream?n=N&size=S    N chunks of S bytes ('a'..'z' cycling), written with backpressure
+ *   GET  /declared?n=N         streams N bytes with a declared Content-Length
+ *   GET  /short                declares Content-Length: 10, writes 5, ends (broken response)
+ *   GET  /big?size=N           one whole N-byte response
+ *   GET  /status/{code}        an empty response with that status
+ *   GET  /noresponse           returns without responding (→ 500)
+ *   GET  /peer                 the peer address
+ *   /any                       any method: body is the method
+ */
+#define _POSIX_C_SOURCE 200809L /* sigaction */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nook.h"
+
+static nook_server *server;
+static int drain_ms = 2000;
+
+static void text(nook_req *req, int status, nook_str s)
+{
+    nook_respond(req, status, "text/plain", s.ptr, s.len);
+}
+
+static void text_c(nook_req *req, const char *s)
+{
+    text(req, 200, (nook_str){s, strlen(s)});
+}
+
+static long query_long(nook_req *req, const char *name, long def)
+{
+    nook_str v = nook_req_query_param(req, name);
+    if (!v.ptr)
+        return def;
+    char buf[32];
+    size_t n = v.len < sizeof buf - 1 ? v.len : sizeof buf - 1;
+    memcpy(buf, v.ptr, n);
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+static void on_root(nook_req *req, void *ud)
+{
+    (void)ud;
+    text_c(req, "Hello, World!");
+}
+
+static void on_user(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str id = nook_req_param(req, "id");
+    char *out = nook_req_alloc(req, id.len + 5);
+    memcpy(out, "user:", 5);
+    memcpy(out + 5, id.ptr, id.len);
+    text(req, 200, (nook_str){out, id.len + 5});
+}
+
+static void on_user_post(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str id = nook_req_param(req, "id"), post = nook_req_param(req, "post");
+    char *out = nook_req_alloc(req, id.len + post.len + 1);
+    memcpy(out, id.ptr, id.len);
+    out[id.len] = '/';
+    memcpy(out + id.len + 1, post.ptr, post.len);
+    text(req, 200, (nook_str){out, id.len + post.len + 1});
+}
+
+static void on_files(nook_req *req, void *ud)
+{
+    (void)ud;
+    text(req, 200, nook_req_param(req, "path"));
+}
+
+static void on_echo(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str ct = nook_req_header(req, "content-type");
+    char *type = NULL;
+    if (ct.ptr) {
+        type = nook_req_alloc(req, ct.len + 1);
+        memcpy(type, ct.ptr, ct.len);
+        type[ct.len] = '\0';
+    }
+    nook_str body = nook_req_body(req);
+    nook_respond(req, 200, type, body.ptr, body.len);
+}
+
+static void on_headers(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_res_header(req, "X-Mixed-Case", "Yes");
+    nook_res_header(req, "x-lower", "yes");
+    nook_str v = nook_req_header(req, "X-TEST");
+    text(req, 200, v.ptr ? v : (nook_str){"<absent>", 8});
+}
+
+static void on_allheaders(nook_req *req, void *ud)
+{
+    (void)ud;
+    size_t total = 0, n = nook_req_header_count(req);
+    nook_str name, value;
+    for (size_t i = 0; i < n; i++) {
+        nook_req_header_at(req, i, &name, &value);
+        total += name.len + value.len + 3;
+    }
+    char *out = nook_req_alloc(req, total + 1), *p = out;
+    for (size_t i = 0; i < n; i++) {
+        nook_req_header_at(req, i, &name, &value);
+        memcpy(p, name.ptr, name.len);
+        p += name.len;
+        memcpy(p, ": ", 2);
+        p += 2;
+        memcpy(p, value.ptr, value.len);
+        p += value.len;
+        *p++ = '\n';
+    }
+    text(req, 200, (nook_str){out, (size_t)(p - out)});
+}
+
+static void on_query(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str q = nook_req_query_param(req, "q");
+    text(req, 200, q.ptr ? q : (nook_str){"<absent>", 8});
+}
+
+/* Streaming with backpressure: write until NOOK_AGAIN, continue from WRITABLE. */
+typedef struct stream_state {
+    long left, size, sent;
+    char *chunk;
+} stream_state;
+
+static void stream_more(nook_req *req, void *ud)
+{
+    stream_state *st = ud;
+    while (st->left > 0) {
+        int rc = nook_res_write(req, st->chunk, (size_t)st->size);
+        if (rc < 0) {
+            fprintf(stderr, "test_server: write failed: %s\n", nook_strerror(rc));
+            return;
+        }
+        st->left--;
+        if (rc == NOOK_AGAIN)
+            return; /* WRITABLE calls us again */
+    }
+    nook_res_end(req);
+}
+
+static void on_stream(nook_req *req, void *ud)
+{
+    (void)ud;
+    stream_state *st = nook_req_alloc(req, sizeof *st);
+    st->left = query_long(req, "n", 10);
+    st->size = query_long(req, "size", 1024);
+    if (st->size < 1 || st->size > (1 << 24) || st->left < 0) {
+        text_c(req, "bad parameters");
+        return;
+    }
+    st->chunk = nook_req_alloc(req, (size_t)st->size);
+    for (long i = 0; i < st->size; i++)
+        st->chunk[i] = (char)('a' + i % 26);
+    nook_res_header(req, "Content-Type", "application/octet-stream");
+    nook_req_on(req, NOOK_ON_WRITABLE, stream_more, st);
+    stream_more(req, st);
+}
+
+static void on_declared(nook_req *req, void *ud)
+{
+    (void)ud;
+    long n = query_long(req, "n", 100);
+    char len[32];
+    snprintf(len, sizeof len, "%ld", n);
+    nook_res_header(req, "Content-Length", len);
+    nook_res_start(req);
+    for (long i = 0; i < n; i++)
+        nook_res_write(req, "x", 1);
+    nook_res_end(req);
+}
+
+static void on_short(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_res_header(req, "Content-Length", "10");
+    nook_res_write(req, "12345", 5);
+    nook_res_end(req);
+}
+
+static void on_big(nook_req *req, void *ud)
+{
+    (void)ud;
+    long size = query_long(req, "size", 1 << 20);
+    if (size < 0 || size > (1L << 30)) {
+        text_c(req, "bad size");
+        return;
+    }
+    char *body = malloc((size_t)size + 1);
+    for (long i = 0; i < size; i++)
+        body[i] = (char)('a' + i % 26);
+    nook_respond(req, 200, "application/octet-stream", body, (size_t)size);
+    free(body);
+}
+
+static void on_status(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str code = nook_req_param(req, "code");
+    char buf[8] = {0};
+    memcpy(buf, code.ptr, code.len < 7 ? code.len : 7);
+    nook_respond(req, atoi(buf), NULL, NULL, 0);
+}
+
+static void on_noresponse(nook_req *req, void *ud)
+{
+    (void)req;
+    (void)ud;
+}
+
+static void on_peer(nook_req *req, void *ud)
+{
+    (void)ud;
+    text(req, 200, nook_req_peer(req));
+}
+
+static void on_any(nook_req *req, void *ud)
+{
+    (void)ud;
+    text(req, 200, nook_req_method(req));
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    nook_server_stop(server, drain_ms);
+}
+
+static int set_opt(const char *spec)
+{
+    static const struct {
+        const char *name;
+        nook_opt opt;
+    } names[] = {
+        {"THREADS", NOOK_OPT_THREADS},
+        {"MAX_CONNECTIONS", NOOK_OPT_MAX_CONNECTIONS},
+        {"MAX_REQUEST_LINE", NOOK_OPT_MAX_REQUEST_LINE},
+        {"MAX_HEADER_BYTES", NOOK_OPT_MAX_HEADER_BYTES},
+        {"MAX_HEADERS", NOOK_OPT_MAX_HEADERS},
+        {"MAX_BODY", NOOK_OPT_MAX_BODY},
+        {"MAX_REQUESTS_PER_CONN", NOOK_OPT_MAX_REQUESTS_PER_CONN},
+        {"IDLE_TIMEOUT", NOOK_OPT_IDLE_TIMEOUT},
+        {"HEADER_TIMEOUT", NOOK_OPT_HEADER_TIMEOUT},
+        {"BODY_TIMEOUT", NOOK_OPT_BODY_TIMEOUT},
+        {"WRITE_TIMEOUT", NOOK_OPT_WRITE_TIMEOUT},
+        {"OUTPUT_HIGH_WATER", NOOK_OPT_OUTPUT_HIGH_WATER},
+        {"MAX_OUTPUT", NOOK_OPT_MAX_OUTPUT},
+        {"LISTEN_BACKLOG", NOOK_OPT_LISTEN_BACKLOG},
+    };
+    const char *eq = strchr(spec, '=');
+    if (!eq)
+        return NOOK_EINVAL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i].name) == (size_t)(eq - spec) &&
+            memcmp(names[i].name, spec, (size_t)(eq - spec)) == 0)
+            return nook_server_set_int(server, names[i].opt, strtoll(eq + 1, NULL, 10));
+    return NOOK_EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+    server = nook_server_new();
+    nook_server_set_logger(server, nook_log_stderr, NOOK_LOG_INFO, NULL);
+    nook_server_set_int(server, NOOK_OPT_THREADS, 1);
+    const char *listens[8];
+    int nlisten = 0;
+    for (int i = 1; i < argc; i++) {
+        int rc = NOOK_OK;
+        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc && nlisten < 8)
+            listens[nlisten++] = argv[++i];
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            rc = nook_server_set_int(server, NOOK_OPT_THREADS, atoi(argv[++i]));
+        else if (strcmp(argv[i], "--opt") == 0 && i + 1 < argc)
+            rc = set_opt(argv[++i]);
+        else if (strcmp(argv[i], "--drain") == 0 && i + 1 < argc)
+            drain_ms = atoi(argv[++i]);
+        else
+            rc = NOOK_EINVAL;
+        if (rc != NOOK_OK) {
+            fprintf(stderr, "test_server: bad argument %s: %s\n", argv[i], nook_strerror(rc));
+            return 2;
+        }
+    }
+    if (nlisten == 0)
+        listens[nlisten++] = "127.0.0.1:0";
+    for (int i = 0; i < nlisten; i++) {
+        int rc = nook_server_listen(server, listens[i], NULL);
+        if (rc != NOOK_OK) {
+            fprintf(stderr, "test_server: listen %s: %s\n", listens[i], nook_strerror(rc));
+            return 1;
+        }
+    }
+
+    static const struct {
+        const char *pattern;
+        nook_handler_fn fn;
+    } routes[] = {
+        {"GET /", on_root},
+        {"GET /users/{id}", on_user},
+        {"GET /users/{id}/posts/{post}", on_user_post},
+        {"GET /files/{path...}", on_files},
+        {"POST /echo", on_echo},
+        {"PUT /echo", on_echo},
+        {"GET /headers", on_headers},
+        {"GET /allheaders", on_allheaders},
+        {"GET /query", on_query},
+        {"GET /stream", on_stream},
+        {"GET /declared", on_declared},
+        {"GET /short", on_short},
+        {"GET /big", on_big},
+        {"GET /status/{code}", on_status},
+        {"GET /noresponse", on_noresponse},
+        {"GET /peer", on_peer},
+        {"/any", on_any},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        int rc = nook_route(server, routes[i].pattern, routes[i].fn, NULL, NULL);
+        if (rc != NOOK_OK) {
+            fprintf(stderr, "test_server: route %s: %s\n", routes[i].pattern, nook_strerror(rc));
+            return 1;
+        }
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    for (int i = 0; i < nlisten; i++)
+        printf("port %d\n", nook_server_port(server, (size_t)i));
+    fflush(stdout);
+    int rc = nook_server_run(server);
+    nook_server_free(server);
+    return rc == NOOK_OK ? 0 : 1;
+}

@@ -1,0 +1,144 @@
+/* Unit tests for the lowest layer: buffers, the arena, and the event loop's timers, deferred
+ * calls and cross-thread posts. */
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/arena.h"
+#include "io/buf.h"
+#include "io/loop.h"
+
+static void test_buf(void)
+{
+    const io_alloc *a = &io_alloc_libc;
+    io_buf b = {0};
+    CHECK_INT(io_buf_append(&b, a, "hello", 5, 16), NOOK_OK);
+    CHECK_INT(io_buf_append(&b, a, "world!", 6, 16), NOOK_OK);
+    CHECK_STRN(io_buf_head(&b), io_buf_size(&b), "helloworld!");
+    io_buf_consume(&b, 5);
+    CHECK_STRN(io_buf_head(&b), io_buf_size(&b), "world!");
+    /* 6 held + 10 more = 16: at the limit, allowed; one more byte is not. */
+    CHECK_INT(io_buf_append(&b, a, "0123456789", 10, 16), NOOK_OK);
+    CHECK_INT(io_buf_append(&b, a, "x", 1, 16), NOOK_ELIMIT);
+    CHECK_STRN(io_buf_head(&b), io_buf_size(&b), "world!0123456789");
+    io_buf_consume(&b, 16);
+    CHECK_INT(io_buf_size(&b), 0);
+    CHECK_INT(b.off, 0); /* an emptied buffer restarts at its front */
+    io_buf_trim(&b, a, 0);
+    CHECK(b.data == NULL);
+    io_buf_free(&b, a);
+}
+
+static void test_arena(void)
+{
+    core_arena ar;
+    core_arena_init(&ar, &io_alloc_libc, 64);
+    char *p = core_arena_alloc(&ar, 3);
+    void *q = core_arena_alloc(&ar, 8);
+    CHECK(p != NULL && q != NULL);
+    CHECK((uintptr_t)q % alignof(max_align_t) == 0);
+    char *big = core_arena_alloc(&ar, 1000); /* larger than a chunk: gets its own */
+    CHECK(big != NULL);
+    memset(big, 1, 1000);
+    char *s = core_arena_strndup(&ar, "abcdef", 3);
+    CHECK_STRN(s, strlen(s), "abc");
+    core_arena_reset(&ar);
+    /* The first chunk is kept and reused from its start: the next allocation is the first one's. */
+    CHECK(core_arena_alloc(&ar, 16) == (void *)p);
+    core_arena_free(&ar);
+    CHECK(ar.chunks == NULL);
+}
+
+static int fired[8], nfired;
+
+typedef struct tagged_timer {
+    io_timer t;
+    int id;
+} tagged_timer;
+
+static void on_tagged(io_timer *t)
+{
+    fired[nfired++] = ((tagged_timer *)t)->id;
+}
+
+static void test_timers(void)
+{
+    io_loop *loop = io_loop_new(&io_alloc_libc);
+    tagged_timer t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = (tagged_timer){.t.fn = on_tagged, .id = i};
+    io_timer_set(loop, &t[0].t, 30);
+    io_timer_set(loop, &t[1].t, 10);
+    io_timer_set(loop, &t[2].t, 20);
+    io_timer_set(loop, &t[3].t, 5);
+    io_timer_set(loop, &t[1].t, 40); /* pushed later lazily: must now fire after t0 */
+    io_timer_stop(loop, &t[2].t);
+    CHECK(!io_timer_armed(&t[2].t));
+    nfired = 0;
+    for (int i = 0; i < 100 && nfired < 3; i++)
+        io_loop_run_once(loop, 50);
+    CHECK_INT(nfired, 3);
+    CHECK_INT(fired[0], 3);
+    CHECK_INT(fired[1], 0);
+    CHECK_INT(fired[2], 1);
+    CHECK_INT(io_loop_timeout(loop), -1);
+    io_loop_free(loop);
+}
+
+static int deferred_runs;
+static void on_defer(io_defer *d)
+{
+    (void)d;
+    deferred_runs++;
+}
+
+static void test_defer(void)
+{
+    io_loop *loop = io_loop_new(&io_alloc_libc);
+    io_defer a = {.fn = on_defer}, b = {.fn = on_defer};
+    io_loop_defer(loop, &a);
+    io_loop_defer(loop, &a); /* queued once only */
+    io_loop_defer(loop, &b);
+    io_loop_undefer(loop, &b);
+    CHECK_INT(io_loop_timeout(loop), 0); /* pending work: do not sleep */
+    io_loop_run_once(loop, 0);
+    CHECK_INT(deferred_runs, 1);
+    io_loop_free(loop);
+}
+
+static int posted_sum;
+static void on_post(void *arg) { posted_sum += (int)(intptr_t)arg; }
+
+static void *poster(void *arg)
+{
+    io_loop *loop = arg;
+    for (int i = 1; i <= 100; i++)
+        io_loop_post(loop, on_post, (void *)(intptr_t)i);
+    return NULL;
+}
+
+static void test_post(void)
+{
+    io_loop *loop = io_loop_new(&io_alloc_libc);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, poster, loop);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 10 && posted_sum < 10100; i++)
+        io_loop_run_once(loop, 100);
+    CHECK_INT(posted_sum, 2 * 5050);
+    io_loop_free(loop);
+}
+
+int main(void)
+{
+    test_buf();
+    test_arena();
+    test_timers();
+    test_defer();
+    test_post();
+    return check_main("io");
+}

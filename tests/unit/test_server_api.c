@@ -1,0 +1,183 @@
+/* The public server API without external clients: options, errors, listeners, routes, the
+ * allocator hook, and host-loop mode driven by this test's own poll() loop. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "nook.h"
+
+static void test_errors(void)
+{
+    CHECK_STRN(nook_err_name(NOOK_ENOMEM), strlen(nook_err_name(NOOK_ENOMEM)), "NOOK_ENOMEM");
+    CHECK_STRN(nook_strerror(NOOK_ENOMEM), strlen(nook_strerror(NOOK_ENOMEM)), "out of memory");
+    CHECK_STRN(nook_err_name(-999), strlen(nook_err_name(-999)), "NOOK_UNKNOWN");
+    CHECK(nook_strerror(-999) != NULL);
+    for (int e = NOOK_ETHREAD; e <= NOOK_AGAIN; e++)
+        CHECK(strcmp(nook_err_name(e), "NOOK_UNKNOWN") != 0);
+    CHECK_STRN(nook_version(), strlen(nook_version()), "0.1.0");
+}
+
+static void test_options(void)
+{
+    nook_server *s = nook_server_new();
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_MAX_BODY), 1 << 20);
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_MAX_HEADERS), 100);
+    CHECK(nook_server_get_int(s, NOOK_OPT_THREADS) >= 1);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_MAX_BODY, 10), NOOK_OK);
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_MAX_BODY), 10);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_THREADS, 0), NOOK_EINVAL);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_MAX_HEADERS, -1), NOOK_EINVAL);
+    CHECK_INT(nook_server_set_int(s, (nook_opt)999, 1), NOOK_EINVAL);
+    CHECK_INT(nook_server_get_int(s, (nook_opt)999), NOOK_EINVAL);
+    nook_server_free(s);
+    nook_server_free(NULL); /* safe */
+}
+
+static void noop(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_respond(req, 204, NULL, NULL, 0);
+}
+
+static int freed;
+static void count_free(void *ud)
+{
+    (void)ud;
+    freed++;
+}
+
+static void test_listen_and_routes(void)
+{
+    nook_server *s = nook_server_new();
+    CHECK_INT(nook_server_listen(s, "nonsense", NULL), NOOK_EADDR);
+    CHECK_INT(nook_server_listen(s, "127.0.0.1:99999", NULL), NOOK_EADDR);
+    CHECK_INT(nook_server_listen(s, "unix:", NULL), NOOK_EADDR);
+    CHECK_INT(nook_server_listen(s, "127.0.0.1:0", NULL), NOOK_OK);
+    int port = nook_server_port(s, 0);
+    CHECK(port > 0);
+    CHECK_INT(nook_server_port(s, 1), NOOK_ENOTFOUND);
+
+    /* The same port from a socket without SO_REUSEPORT is refused as in use. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0);
+    close(fd);
+
+    CHECK_INT(nook_route(s, "GET /a/{id}", noop, NULL, count_free), NOOK_OK);
+    CHECK_INT(nook_route(s, "GET /a/{other}", noop, NULL, count_free), NOOK_EEXIST);
+    CHECK_INT(nook_route(s, "POST /a/{other}", noop, NULL, count_free), NOOK_OK);
+    CHECK_INT(nook_route(s, "GET no-slash", noop, NULL, count_free), NOOK_EINVAL);
+    CHECK_INT(nook_route(s, "GET /x", NULL, NULL, NULL), NOOK_EINVAL);
+    freed = 0;
+    nook_server_free(s);
+    CHECK_INT(freed, 2); /* only the registered routes' user_data */
+}
+
+/* ---- allocator hook ---- */
+static atomic_long allocs, frees;
+static void *count_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    allocs++;
+    return malloc(n);
+}
+static void *count_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    if (!p)
+        allocs++;
+    return realloc(p, n);
+}
+static void count_release(void *p, void *ud)
+{
+    (void)ud;
+    if (p)
+        frees++;
+    free(p);
+}
+
+/* ---- host-loop mode ---- */
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+static void hello(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_respond(req, 200, "text/plain", "hi", 2);
+}
+
+static void test_host_loop(void)
+{
+    allocs = frees = 0;
+    nook_server *s = nook_server_new();
+    CHECK_INT(nook_server_set_allocator(s, count_malloc, count_realloc, count_release, NULL),
+              NOOK_OK);
+    CHECK_INT(nook_server_listen(s, "127.0.0.1:0", NULL), NOOK_OK);
+    CHECK_INT(nook_route(s, "GET /", hello, NULL, NULL), NOOK_OK);
+    CHECK_INT(nook_server_set_allocator(s, count_malloc, count_realloc, count_release, NULL),
+              NOOK_ESTATE);
+    int sfd = nook_server_fd(s);
+    CHECK(sfd >= 0);
+    CHECK_INT(nook_server_start(s), NOOK_ESTATE); /* already driven by the host */
+
+    int c = connect_to(nook_server_port(s, 0));
+    CHECK(c >= 0);
+    const char *req = "GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    CHECK_INT(write(c, req, strlen(req)), (long long)strlen(req));
+    char buf[2048];
+    size_t got = 0;
+    for (int i = 0; i < 200 && got < 2 * 60; i++) {
+        struct pollfd pf[2] = {{sfd, POLLIN, 0}, {c, POLLIN, 0}};
+        int t = nook_server_timeout(s);
+        poll(pf, 2, t < 0 || t > 20 ? 20 : t);
+        CHECK(nook_server_poll(s) == 0);
+        ssize_t n = read(c, buf + got, sizeof buf - 1 - got);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    buf[got] = '\0';
+    char *second = strstr(buf + 1, "HTTP/1.1 200");
+    CHECK(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    CHECK(second != NULL);
+    CHECK(strstr(buf, "\r\n\r\nhi") != NULL);
+    close(c);
+
+    nook_server_stop(s, 0);
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+        struct pollfd pf = {sfd, POLLIN, 0};
+        poll(&pf, 1, 10);
+        rc = nook_server_poll(s);
+    }
+    CHECK_INT(rc, 1); /* stopped */
+    CHECK(allocs > 0);
+    nook_server_free(s);
+    CHECK_INT(frees, allocs); /* everything from the hook went back to it */
+}
+
+int main(void)
+{
+    test_errors();
+    test_options();
+    test_listen_and_routes();
+    test_host_loop();
+    return check_main("server_api");
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install dependencies, then
+#   1. a normal build and every ctest (unit, integration, symbol export),
+#   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer,
+#   3. each libFuzzer harness for FUZZ_SECONDS (default 30) over its seed corpus,
+#   4. install to a staging prefix and build consumers with pkg-config and find_package.
+# Build trees go to build/ (ignored by git). Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=${JOBS:-2}
+fuzz_seconds=${FUZZ_SECONDS:-30}
+
+bash tools/deps.sh
+
+step() { printf '\n==== %s ====\n' "$*"; }
+
+step "build (RelWithDebInfo)"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build/release -j"$jobs"
+step "tests"
+ctest --test-dir build/release --output-on-failure -j"$jobs"
+
+step "build (ASan + UBSan)"
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DNOOK_SANITIZE=ON >/dev/null
+cmake --build build/asan -j"$jobs"
+step "tests under ASan + UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure -j"$jobs"
+
+step "fuzz (${fuzz_seconds}s per harness)"
+cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DNOOK_FUZZ=ON \
+  -DNOOK_BUILD_TESTS=OFF -DNOOK_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build/fuzz -j"$jobs"
+bash tools/fuzz.sh build/fuzz "$fuzz_seconds"
+
+step "install + consumers"
+rm -rf build/prefix
+cmake --install build/release --prefix "$root/build/prefix" >/dev/null
+bash tests/consumer/run.sh "$root/build/prefix"
+
+step "all tests passed"
