@@ -254,7 +254,8 @@ NOOK_API int nook_server_start(nook_server *srv);
 /* Asks the server to stop: listeners close at once; idle connections close; requests in flight
  * may finish for up to drain_ms milliseconds, after which every connection is closed. Returns at
  * once; nook_server_run() then returns, or nook_server_wait() joins the workers.
- * THREAD-SAFE and async-signal-safe (may be called from a signal handler). */
+ * THREAD-SAFE and async-signal-safe (may be called from a signal handler). A program that calls
+ * it from a signal handler must stop that (e.g. SIG_IGN) before nook_server_free(). */
 NOOK_API void nook_server_stop(nook_server *srv, int drain_ms);
 
 /* Waits until background workers started by nook_server_start() have stopped. NOOK_ETHREAD when

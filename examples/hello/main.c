@@ -76,6 +76,9 @@ int main(int argc, char **argv)
     for (int i = 0; nook_server_port(server, (size_t)i) >= 0; i++)
         fprintf(stderr, "hello: listening on port %d\n", nook_server_port(server, (size_t)i));
     int rc = nook_server_run(server);
+    /* A late signal must not reach nook_server_stop() on a server being freed. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     nook_server_free(server);
     if (rc != NOOK_OK) {
         fprintf(stderr, "hello: %s\n", nook_strerror(rc));

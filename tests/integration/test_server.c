@@ -360,6 +360,9 @@ int main(int argc, char **argv)
         printf("port %d\n", nook_server_port(server, (size_t)i));
     fflush(stdout);
     int rc = nook_server_run(server);
+    /* A late signal must not reach nook_server_stop() on a server being freed. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     nook_server_free(server);
     return rc == NOOK_OK ? 0 : 1;
 }
