@@ -343,6 +343,13 @@ NOOK_API int nook_res_start(nook_req *req);
  * NOOK_EINVAL (more than a declared Content-Length). */
 NOOK_API int nook_res_write(nook_req *req, const void *data, size_t len);
 
+/* Adds a trailer field, sent after the body when the response ends (both strings copied); may
+ * be called until nook_res_end(). Over HTTP/2 trailers always go out (gRPC relies on them); over
+ * HTTP/1.1 only with a chunked body (a streamed response without Content-Length), otherwise
+ * they are dropped. Errors: NOOK_EINVAL (bad name or value, or a pseudo/framing field),
+ * NOOK_ESTATE (ended), NOOK_ELIMIT, NOOK_ENOMEM. */
+NOOK_API int nook_res_trailer(nook_req *req, const char *name, const char *value);
+
 /* Ends a streamed response. NOOK_EINVAL if fewer bytes than a declared Content-Length were
  * written (the connection is then reset, as the response is broken). */
 NOOK_API int nook_res_end(nook_req *req);

@@ -4,8 +4,12 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config   # the build
+  libmbedtls-dev libnghttp2-dev      # TLS and HTTP/2
   clang libclang-rt-14-dev           # libFuzzer harnesses
   python3 curl                       # integration tests: Debian's python3 and a real client
+  nghttp2-client openssl             # real HTTP/2 and TLS peers (nghttp, h2load, s_client)
+  python3-h2 python3-hyperframe      # raw HTTP/2 frames for the conformance tests
+  chromium                           # a real browser
 )
 
 missing=()

@@ -1,9 +1,11 @@
 /*
  * hello: the smallest useful nook server, and the one the benchmarks run.
  *
- *   hello [--listen ADDR:PORT]... [--threads N]
+ *   hello [--tls-cert FILE --tls-key FILE] [--listen ADDR:PORT]... [--threads N] [--no-h2]
  *
- * GET / answers "Hello, World!" as text/plain. Ctrl-C (SIGINT) or SIGTERM stops it gracefully.
+ * GET / answers "Hello, World!" as text/plain. Listeners that follow --tls-cert/--tls-key serve
+ * TLS (HTTP/2 or HTTP/1.1 by ALPN); the others serve cleartext HTTP/1.1 and h2c. --no-h2 turns
+ * HTTP/2 off everywhere. Ctrl-C (SIGINT) or SIGTERM stops it gracefully.
  */
 #define _POSIX_C_SOURCE 200809L /* sigaction */
 #include <signal.h>
@@ -29,7 +31,10 @@ static void on_signal(int sig)
 
 static int usage(const char *prog)
 {
-    fprintf(stderr, "usage: %s [--listen ADDR:PORT]... [--threads N]\n", prog);
+    fprintf(stderr,
+            "usage: %s [--tls-cert FILE --tls-key FILE] [--listen ADDR:PORT]... [--threads N] "
+            "[--no-h2]\n",
+            prog);
     return 2;
 }
 
@@ -43,19 +48,41 @@ int main(int argc, char **argv)
     nook_server_set_logger(server, nook_log_stderr, NOOK_LOG_WARN, NULL);
 
     int listeners = 0;
+    const char *cert = NULL, *key = NULL;
+    nook_tls *tls = NULL;
     for (int i = 1; i < argc; i++) {
         int rc = NOOK_OK;
-        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
-            rc = nook_server_listen(server, argv[++i], NULL);
+        if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
+            cert = argv[++i];
+        } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
+            key = argv[++i];
+        } else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
+            if (cert && key && !tls) {
+                tls = nook_tls_new();
+                rc = tls ? nook_tls_add_cert_file(tls, cert, key, NULL) : NOOK_ENOMEM;
+                if (rc != NOOK_OK) {
+                    fprintf(stderr, "hello: %s / %s: %s\n", cert, key,
+                            tls ? nook_tls_last_error(tls) : "out of memory");
+                    nook_tls_free(tls);
+                    nook_server_free(server);
+                    return 1;
+                }
+            }
+            rc = nook_server_listen(server, argv[++i], tls);
             listeners++;
+        } else if (strcmp(argv[i], "--no-h2") == 0) {
+            rc = nook_server_set_int(server, NOOK_OPT_HTTP2, 0);
+            continue;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             rc = nook_server_set_int(server, NOOK_OPT_THREADS, atoi(argv[++i]));
         } else {
+            nook_tls_free(tls);
             nook_server_free(server);
             return usage(argv[0]);
         }
         if (rc != NOOK_OK) {
             fprintf(stderr, "hello: %s %s: %s\n", argv[i - 1], argv[i], nook_strerror(rc));
+            nook_tls_free(tls);
             nook_server_free(server);
             return 1;
         }
@@ -65,6 +92,7 @@ int main(int argc, char **argv)
         nook_server_free(server);
         return 1;
     }
+    nook_tls_free(tls); /* the listeners keep their own reference */
     nook_route(server, "GET /", hello, NULL, NULL);
 
     struct sigaction sa;

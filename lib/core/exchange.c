@@ -48,6 +48,7 @@ struct nook_req {
     int status;
     int state;
     hdr_list res_hdrs;
+    hdr_list trailers;
     int64_t declared_len; /* Content-Length the handler set, or -1 */
     uint64_t written;
     bool head_req;
@@ -401,16 +402,41 @@ static void remove_headers(hdr_list *l, const char *name)
     l->n = keep;
 }
 
-static int add_res_header(nook_req *r, const char *name, const char *value)
+static int add_field(nook_req *r, hdr_list *l, const char *name, const char *value)
 {
     const core_limits *lim = core_worker_limits(r->w);
-    if (r->res_hdrs.n >= (size_t)core_opt(lim, NOOK_OPT_MAX_HEADERS))
+    if (l->n >= (size_t)core_opt(lim, NOOK_OPT_MAX_HEADERS))
         return NOOK_ELIMIT;
     nook_str n = arena_str(&r->arena, name, strlen(name));
     nook_str v = arena_str(&r->arena, value, strlen(value));
     if (!n.ptr || !v.ptr)
         return NOOK_ENOMEM;
-    return hdr_push(&r->arena, &r->res_hdrs, n, v);
+    return hdr_push(&r->arena, l, n, v);
+}
+
+static int add_res_header(nook_req *r, const char *name, const char *value)
+{
+    return add_field(r, &r->res_hdrs, name, value);
+}
+
+/* Fields that describe framing or routing never belong in a trailer section (RFC 9110 §6.5.1). */
+static bool forbidden_trailer(const char *name)
+{
+    static const char *const names[] = {"content-length", "transfer-encoding", "host",
+                                        "content-type", "connection", "te", "trailer"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(name) == strlen(names[i]) && io_caseeq(name, names[i], strlen(name)))
+            return true;
+    return false;
+}
+
+int nook_res_trailer(nook_req *r, const char *name, const char *value)
+{
+    if (!r || !valid_name(name) || !value || !valid_value(value) || forbidden_trailer(name))
+        return NOOK_EINVAL;
+    if (r->state == RES_ENDED)
+        return NOOK_ESTATE;
+    return add_field(r, &r->trailers, name, value);
 }
 
 int nook_res_header(nook_req *r, const char *name, const char *value)
@@ -578,5 +604,10 @@ int nook_res_end(nook_req *r)
     if (r->sent_end)
         return NOOK_OK;
     r->sent_end = true;
+    if (r->trailers.n) {
+        int rc = r->ops->send_trailers(r->stream, r->trailers.v, r->trailers.n);
+        if (rc != NOOK_OK)
+            return rc;
+    }
     return r->ops->send_body(r->stream, NULL, 0, true);
 }

@@ -41,6 +41,8 @@ typedef struct core_stream_ops {
     /* Body bytes (copied by the codec); end marks the last piece (n may be 0).
      * NOOK_OK, NOOK_EFULL (nothing queued: over the hard cap), NOOK_ECLOSED. */
     int (*send_body)(void *stream, const void *p, size_t n, bool end);
+    /* Trailer fields, given once just before the final send_body(end = true). */
+    int (*send_trailers)(void *stream, const core_hdr *hdrs, size_t nhdrs);
     /* Bytes of this exchange's output still waiting for the peer. */
     size_t (*queued)(void *stream);
     /* The response cannot be completed (handler broke framing): reset the stream or close. */

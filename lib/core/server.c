@@ -19,9 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/accept.h"
 #include "core/router.h"
-#include "h1/conn.h"
 #include "io/sock.h"
+#include "tls/tls.h"
 
 #define MAX_LISTENERS 32
 #define ACCEPTS_PER_EVENT 64
@@ -32,12 +33,13 @@ enum { SRV_IDLE, SRV_RUNNING, SRV_STOPPED };
 typedef struct listener_conf {
     io_addr addr; /* with the real port once bound */
     int fd;       /* bound socket until a worker takes it over */
-    int port;
+    core_listener info;
 } listener_conf;
 
 typedef struct worker_listener {
     io_watch watch;
     core_worker *worker;
+    const core_listener *info;
 } worker_listener;
 
 struct core_worker {
@@ -216,7 +218,7 @@ void core_log(const core_worker *w, nook_log_level level, const char *fmt, ...)
 
 int nook_server_listen(nook_server *srv, const char *addr, nook_tls *tls)
 {
-    if (!srv || !addr || tls)
+    if (!srv || !addr || (tls && !tls_has_cert(tls)))
         return NOOK_EINVAL;
     if (atomic_load(&srv->state) != SRV_IDLE)
         return NOOK_ESTATE;
@@ -238,7 +240,10 @@ int nook_server_listen(nook_server *srv, const char *addr, nook_tls *tls)
     if (l->addr.ss.ss_family != AF_UNIX && io_sock_name(fd, &bound) == NOOK_OK)
         l->addr = bound;
     l->fd = fd;
-    l->port = io_addr_port(&l->addr);
+    l->info.port = io_addr_port(&l->addr);
+    l->info.tls = tls;
+    if (tls)
+        tls_ref(tls);
     srv->nlisteners++;
     return NOOK_OK;
 }
@@ -247,7 +252,7 @@ int nook_server_port(const nook_server *srv, size_t index)
 {
     if (!srv || index >= srv->nlisteners)
         return NOOK_ENOTFOUND;
-    return srv->listeners[index].port;
+    return srv->listeners[index].info.port;
 }
 
 static void free_route_target(void *p)
@@ -391,7 +396,7 @@ static void on_accept(io_watch *watch, uint32_t events)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        h1_conn_start(w, fd, (const struct sockaddr *)&ss, len);
+        core_accept(w, fd, (const struct sockaddr *)&ss, len, l->info);
     }
 }
 
@@ -471,6 +476,7 @@ static int worker_listen(core_worker *w, size_t index)
         }
         worker_listener *wl = &w->listeners[w->nlisteners++];
         wl->worker = w;
+        wl->info = &lc->info;
         wl->watch.fd = fd;
         wl->watch.fn = on_accept;
         /* EPOLLEXCLUSIVE: a Unix socket shared by several workers wakes only one of them. */
@@ -532,6 +538,15 @@ static int create_workers(nook_server *srv, size_t n)
         return NOOK_ESTATE;
     if (srv->nlisteners == 0)
         return NOOK_EINVAL;
+    bool h2 = core_opt(&srv->limits, NOOK_OPT_HTTP2) != 0;
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        nook_tls *tls = srv->listeners[i].info.tls;
+        int rc = tls ? tls_prepare(tls, h2) : NOOK_OK;
+        if (rc != NOOK_OK) {
+            srv_log(srv, NOOK_LOG_ERROR, "listener %zu: TLS setup failed: %s", i, nook_strerror(rc));
+            return rc;
+        }
+    }
     srv->alloc_locked = true;
     srv->workers = io_malloc(&srv->alloc, n * sizeof *srv->workers);
     if (!srv->workers)
@@ -687,9 +702,11 @@ void nook_server_free(nook_server *srv)
             }
     }
     free_workers(srv);
-    for (size_t i = 0; i < srv->nlisteners; i++)
+    for (size_t i = 0; i < srv->nlisteners; i++) {
         if (srv->listeners[i].fd >= 0)
             close(srv->listeners[i].fd);
+        tls_unref(srv->listeners[i].info.tls);
+    }
     if (srv->router)
         core_router_free(srv->router, free_route_target);
     free(srv);

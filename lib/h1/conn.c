@@ -54,6 +54,7 @@ typedef struct h1_conn {
     bool notify_writable; /* output fell below half of it since: tell the handler */
     char peer[64];
     size_t peer_len;
+    char alt_svc[24]; /* "h2=\":PORT\"", or empty */
 } h1_conn;
 
 static void process(h1_conn *c);
@@ -197,6 +198,9 @@ static int queue_head(h1_conn *c, int status, const core_hdr *h, size_t n, int64
         total += 16 + (size_t)numlen + 2;
     if (c->chunked_out)
         total += 28;
+    size_t alt_len = strlen(c->alt_svc);
+    if (alt_len)
+        total += 9 + alt_len + 2;
     total += 24 + 2; /* Connection header, final CRLF */
 
     int rc = io_buf_reserve(&c->s.out, c->s.alloc, total, SIZE_MAX);
@@ -221,6 +225,11 @@ static int queue_head(h1_conn *c, int status, const core_hdr *h, size_t n, int64
     }
     if (c->chunked_out)
         p = put(p, "Transfer-Encoding: chunked\r\n", 28);
+    if (alt_len) {
+        p = put(p, "Alt-Svc: ", 9);
+        p = put(p, c->alt_svc, alt_len);
+        p = put(p, "\r\n", 2);
+    }
     if (!c->keep_alive)
         p = put(p, "Connection: close\r\n", 19);
     else if (c->head.version_minor == 0)
@@ -313,6 +322,30 @@ static int op_send_body(void *stream, const void *p, size_t n, bool end)
     return NOOK_OK;
 }
 
+/* The last chunk carries the trailer section; without chunking there is nowhere to put it. */
+static int op_send_trailers(void *stream, const core_hdr *h, size_t n)
+{
+    h1_conn *c = stream;
+    if (c->close_now)
+        return NOOK_ECLOSED;
+    if (!c->chunked_out)
+        return NOOK_OK;
+    int rc = io_stream_queue(&c->s, "0\r\n", 3);
+    for (size_t i = 0; rc == NOOK_OK && i < n; i++) {
+        rc = io_stream_queue(&c->s, h[i].name.ptr, h[i].name.len);
+        if (rc == NOOK_OK)
+            rc = io_stream_queue(&c->s, ": ", 2);
+        if (rc == NOOK_OK)
+            rc = io_stream_queue(&c->s, h[i].value.ptr, h[i].value.len);
+        if (rc == NOOK_OK)
+            rc = io_stream_queue(&c->s, "\r\n", 2);
+    }
+    if (rc == NOOK_OK)
+        rc = io_stream_queue(&c->s, "\r\n", 2);
+    c->chunked_out = false; /* the terminating chunk is written */
+    return rc;
+}
+
 static size_t op_queued(void *stream)
 {
     h1_conn *c = stream;
@@ -324,11 +357,14 @@ static void op_abort(void *stream)
     h1_conn *c = stream;
     core_log(c->w, NOOK_LOG_WARN, "%.*s: response aborted by the handler; closing",
              (int)c->peer_len, c->peer);
-    c->close_now = true;
+    /* Send what is queued, then close: the peer sees the response cut short. */
+    c->keep_alive = false;
+    c->close_after = true;
     schedule(c);
 }
 
-static const core_stream_ops h1_ops = {op_send_head, op_send_body, op_queued, op_abort};
+static const core_stream_ops h1_ops = {op_send_head, op_send_body, op_send_trailers, op_queued,
+                                       op_abort};
 
 /* ---------------------------------------------------------------------------------------------
  * Errors and closing
@@ -622,6 +658,8 @@ static void on_io(io_watch *w, uint32_t events)
             on_linger_input(c);
         else
             on_input(c);
+        if (!c->close_now && c->s.tr->pending(&c->s) > 0)
+            schedule(c);
     }
     if (!c->close_now && io_buf_size(&c->s.out) > 0)
         flush(c);
@@ -651,6 +689,12 @@ static void on_timer(io_timer *t)
 static void on_resume(io_defer *d)
 {
     h1_conn *c = from_defer(d);
+    if (c->close_now) {
+        destroy(c);
+        return;
+    }
+    if (!c->peer_eof && c->phase != PH_LINGER && c->s.tr->pending(&c->s) > 0)
+        on_input(c); /* TLS records already read: the socket will not signal them */
     if (c->close_now) {
         destroy(c);
         return;
@@ -687,13 +731,13 @@ static void on_shutdown(core_conn *link, bool graceful)
 
 static const core_conn_ops h1_conn_ops = {on_shutdown};
 
-void h1_conn_start(core_worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len)
+void h1_conn_start(core_worker *w, io_stream *from, nook_str peer, int alt_svc_port)
 {
     const io_alloc *a = core_worker_alloc(w);
     h1_conn *c = io_malloc(a, sizeof *c);
     if (!c) {
         core_log(w, NOOK_LOG_ERROR, "out of memory for a new connection");
-        close(fd);
+        io_stream_close(from);
         return;
     }
     memset(c, 0, sizeof *c);
@@ -702,13 +746,18 @@ void h1_conn_start(core_worker *w, int fd, const struct sockaddr *peer, socklen_
     c->link.ops = &h1_conn_ops;
     c->timer.fn = on_timer;
     c->resume.fn = on_resume;
-    c->peer_len = io_addr_format(peer, peer_len, c->peer, sizeof c->peer);
-    if (io_stream_init(&c->s, core_worker_loop(w), a, fd, on_io, SIZE_MAX) != NOOK_OK) {
+    c->peer_len = peer.len < sizeof c->peer ? peer.len : sizeof c->peer - 1;
+    memcpy(c->peer, peer.ptr, c->peer_len);
+    if (alt_svc_port > 0)
+        snprintf(c->alt_svc, sizeof c->alt_svc, "h2=\":%d\"", alt_svc_port);
+    if (io_stream_move(&c->s, from, on_io) != NOOK_OK) {
         core_log(w, NOOK_LOG_ERROR, "cannot watch a new connection: %s", strerror(errno));
-        close(fd);
+        io_stream_close(&c->s);
         io_free(a, c);
         return;
     }
     core_worker_add_conn(w, &c->link);
     wait_for_request(c);
+    if (io_buf_size(&c->s.in) > 0)
+        schedule(c); /* the front door already read the first bytes */
 }

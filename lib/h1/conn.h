@@ -3,12 +3,13 @@
 #ifndef NOOK_H1_CONN_H
 #define NOOK_H1_CONN_H
 
-#include <sys/socket.h>
-
 #include "core/server.h"
+#include "io/stream.h"
 
-/* Takes ownership of an accepted, non-blocking socket and serves HTTP/1.x on it. On failure the
- * socket is closed and the error logged. */
-void h1_conn_start(core_worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len);
+/* Takes over an open stream (socket, transport, input already buffered) and serves HTTP/1.x on
+ * it; `from` is left without a socket. alt_svc_port > 0 adds Alt-Svc: h2=":PORT" to every
+ * response (HTTP/1.1 over TLS with HTTP/2 available). On failure the stream is closed and the
+ * error logged. */
+void h1_conn_start(core_worker *w, io_stream *from, nook_str peer, int alt_svc_port);
 
 #endif

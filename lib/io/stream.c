@@ -26,7 +26,9 @@ static size_t plain_pending(const io_stream *s)
     return 0;
 }
 
-const io_transport io_transport_plain = {plain_recv, plain_send, plain_pending};
+static void plain_close(io_stream *s) { (void)s; }
+
+const io_transport io_transport_plain = {plain_recv, plain_send, plain_pending, plain_close};
 
 int io_stream_init(io_stream *s, io_loop *loop, const io_alloc *alloc, int fd, io_watch_fn fn,
                    size_t out_max)
@@ -116,6 +118,9 @@ void io_stream_want_read(io_stream *s, bool on)
 void io_stream_close(io_stream *s)
 {
     if (s->watch.fd >= 0) {
+        s->tr->close(s);
+        s->tr = &io_transport_plain;
+        s->tr_data = NULL;
         io_watch_del(s->loop, &s->watch);
         close(s->watch.fd);
         s->watch.fd = -1;

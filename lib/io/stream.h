@@ -21,6 +21,8 @@ typedef struct io_transport {
     /* Input the transport holds that recv would return without the socket becoming readable
      * again (TLS records already read); 0 for a plain socket. */
     size_t (*pending)(const io_stream *s);
+    /* Ends the transport (TLS: close_notify) and frees tr_data; the socket is closed after. */
+    void (*close)(io_stream *s);
 } io_transport;
 
 extern const io_transport io_transport_plain;

@@ -100,23 +100,23 @@ class ServerProcess:
         self._saved = {}
         self._term_sent = False
 
-    # -- output files --
-    def _read(self, f):
+    # -- output files (deleted once the process is gone; their text is kept) --
+    def _read(self, which):
+        f = self._out if which == "out" else self._err
         if f is None:
-            return ""
+            return self._saved.get(which, "")
         try:
-            if not f.closed:
-                f.flush()
+            f.flush()
             with open(f.name, "rb") as g:
                 return g.read().decode("utf-8", "replace")
-        except OSError:
-            return self._saved.get(f.name, "")
+        except (OSError, ValueError):
+            return self._saved.get(which, "")
 
     def stdout(self):
-        return self._read(self._out)
+        return self._read("out")
 
     def stderr(self):
-        return self._read(self._err)
+        return self._read("err")
 
     # -- lifecycle --
     def _spawn(self):
@@ -179,6 +179,8 @@ class ServerProcess:
                 pass
         if self in _live_servers:
             _live_servers.remove(self)
+        if self.proc is not None and self.proc.poll() is not None:
+            self.cleanup_files()
 
     def stop(self, timeout=10.0):
         """SIGTERM, wait up to `timeout` s, then SIGKILL. Returns a list of problems (empty when
@@ -199,7 +201,10 @@ class ServerProcess:
         self.returncode = self.proc.poll()
         if self in _live_servers:
             _live_servers.remove(self)
-        return problems + self.check_exit()
+        problems += self.check_exit()
+        if self.returncode is not None:
+            self.cleanup_files()
+        return problems
 
     def check_exit(self):
         problems = []
@@ -229,14 +234,21 @@ class ServerProcess:
             raise AssertionError("; ".join(problems))
 
     def cleanup_files(self):
-        for f in (self._out, self._err):
-            if f is not None:
-                self._saved[f.name] = self._read(f)
-                try:
-                    f.close()
-                    os.unlink(f.name)
-                except OSError:
-                    pass
+        """Keeps the output text in memory and deletes the files (idempotent)."""
+        for which in ("out", "err"):
+            f = self._out if which == "out" else self._err
+            if f is None:
+                continue
+            self._saved[which] = self._read(which)
+            if which == "out":
+                self._out = None
+            else:
+                self._err = None
+            try:
+                f.close()
+                os.unlink(f.name)
+            except OSError:
+                pass
 
     def __enter__(self):
         if self.proc is None:
@@ -251,8 +263,6 @@ class ServerProcess:
                 raise AssertionError("; ".join(problems))
             # the body already failed: keep its exception, but say what else went wrong
             sys.stdout.write("(also: %s)\n" % "; ".join(problems))
-        else:
-            self.cleanup_files()
         return False
 
 
@@ -810,5 +820,85 @@ def main(cases_args_fn):
     run_cases(*args, watch=watch)
     for srv in watch:
         check("%s stops cleanly" % srv.name, srv.stop_and_check)
-        srv.cleanup_files()
     finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS servers and external tools (openssl, nghttp, h2load, chromium)
+# ---------------------------------------------------------------------------------------------
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+
+
+def cert_files(name="localhost"):
+    """(cert path, key path) of tests/data/NAME.crt/.key."""
+    return (os.path.join(DATA_DIR, name + ".crt"), os.path.join(DATA_DIR, name + ".key"))
+
+
+class TlsTestServer(TestServer):
+    """nook_test_server with `cleartext` cleartext listeners first, then --tls-cert/--tls-key and
+    `tls` TLS listeners (all on `host`, port 0), then `args`. .clear_ports / .tls_ports (and
+    .clear_port / .tls_port, the first of each) are known after start()."""
+
+    __test__ = False
+
+    def __init__(self, binary, *args, cleartext=1, tls=1, cert="localhost", host="127.0.0.1"):
+        addr = "[%s]:0" % host if ":" in host else "%s:0" % host
+        super().__init__(binary, listen=())
+        crt, key = cert_files(cert)
+        self.argv = [binary]
+        for _ in range(cleartext):
+            self.argv += ["--listen", addr]
+        self.argv += ["--tls-cert", crt, "--tls-key", key]
+        for _ in range(tls):
+            self.argv += ["--listen", addr]
+        self.argv += list(args)
+        self.nlisten = cleartext + tls
+        self.ncleartext = cleartext
+
+    @property
+    def clear_ports(self):
+        return self.ports[:self.ncleartext]
+
+    @property
+    def tls_ports(self):
+        return self.ports[self.ncleartext:]
+
+    @property
+    def clear_port(self):
+        return self.clear_ports[0]
+
+    @property
+    def tls_port(self):
+        return self.tls_ports[0]
+
+
+def run_tool(argv, timeout=30, input=None):
+    """Runs an external program; returns (rc, stdout bytes, stderr str). stdin is `input`
+    (bytes) or /dev/null. A timeout is a failure naming the command."""
+    argv = [str(a) for a in argv]
+    try:
+        p = subprocess.run(argv, input=input,
+                           stdin=None if input is not None else subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("expected %s to finish within %s s, got a timeout"
+                             % (" ".join(argv), timeout))
+    except FileNotFoundError:
+        raise Skip("%s is not installed" % argv[0])
+    return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
+
+
+def openssl_client(port, *args, host="127.0.0.1", timeout=15, input=b""):
+    """`openssl s_client -connect HOST:PORT ARGS` with `input` on stdin (default: none, so it
+    ends after the handshake). Returns (rc, combined stdout+stderr text)."""
+    rc, out, err = run_tool(["openssl", "s_client", "-connect", "%s:%d" % (host, port)]
+                            + list(args), timeout=timeout, input=input)
+    return rc, out.decode("utf-8", "replace") + "\n" + err
+
+
+def ssl_field(text, label):
+    """A 'Label: value' line of openssl s_client output (e.g. 'ALPN protocol', 'Cipher'), or
+    None."""
+    m = re.search(r"^\s*%s\s*:\s*(.*?)\s*$" % re.escape(label), text, re.M)
+    return m.group(1) if m else None

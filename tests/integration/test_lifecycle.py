@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nooktest as nt  # noqa: E402
 from nooktest import case, eq, expect  # noqa: E402

@@ -1,8 +1,11 @@
 /*
  * The server the integration tests drive: a fixed set of routes that exercise the handler API.
  *
- *   nook_test_server [--listen ADDR]... [--threads N] [--opt NAME=VALUE]... [--drain MS]
+ *   nook_test_server [--tls-cert F --tls-key F] [--listen ADDR]... [--threads N] [--no-h2]
+ *                    [--opt NAME=VALUE]... [--drain MS]
  *
+ * Listeners after --tls-cert/--tls-key serve TLS (ALPN h2 / http/1.1); others are cleartext
+ * (HTTP/1.1 and h2c). --no-h2 sets NOOK_OPT_HTTP2 to 0.
  * Prints "port P" (one line per listener, in order) on stdout once listening, then serves until
  * SIGTERM/SIGINT, which stops it with a drain of --drain milliseconds (default 2000).
  * Options: NAME is a nook_opt without the prefix, e.g. MAX_BODY=1024.
@@ -23,12 +26,14 @@
  *   GET  /short                declares Content-Length: 10, writes 5, ends (broken response)
  *   GET  /big?size=N           one whole N-byte response
  *   GET  /status/{code}        an empty response with that status
+ *   GET  /trailers             streams "body" then trailers grpc-status: 0, X-Checksum: abc
  *   GET  /noresponse           returns without responding (→ 500)
  *   GET  /peer                 the peer address
  *   /any                       any method: body is the method
  */
 #define _POSIX_C_SOURCE 200809L /* sigaction */
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +236,16 @@ static void on_status(nook_req *req, void *ud)
     nook_respond(req, atoi(buf), NULL, NULL, 0);
 }
 
+static void on_trailers(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_res_header(req, "Content-Type", "application/grpc");
+    nook_res_write(req, "body", 4);
+    nook_res_trailer(req, "grpc-status", "0");
+    nook_res_trailer(req, "X-Checksum", "abc");
+    nook_res_end(req);
+}
+
 static void on_noresponse(nook_req *req, void *ud)
 {
     (void)req;
@@ -275,6 +290,13 @@ static int set_opt(const char *spec)
         {"OUTPUT_HIGH_WATER", NOOK_OPT_OUTPUT_HIGH_WATER},
         {"MAX_OUTPUT", NOOK_OPT_MAX_OUTPUT},
         {"LISTEN_BACKLOG", NOOK_OPT_LISTEN_BACKLOG},
+        {"HTTP2", NOOK_OPT_HTTP2},
+        {"ALT_SVC", NOOK_OPT_ALT_SVC},
+        {"TLS_HANDSHAKE_TIMEOUT", NOOK_OPT_TLS_HANDSHAKE_TIMEOUT},
+        {"H2_MAX_CONCURRENT_STREAMS", NOOK_OPT_H2_MAX_CONCURRENT_STREAMS},
+        {"H2_INITIAL_WINDOW_SIZE", NOOK_OPT_H2_INITIAL_WINDOW_SIZE},
+        {"H2_MAX_FRAME_SIZE", NOOK_OPT_H2_MAX_FRAME_SIZE},
+        {"H2_MAX_HEADER_LIST_SIZE", NOOK_OPT_H2_MAX_HEADER_LIST_SIZE},
     };
     const char *eq = strchr(spec, '=');
     if (!eq)
@@ -292,11 +314,20 @@ int main(int argc, char **argv)
     nook_server_set_logger(server, nook_log_stderr, NOOK_LOG_INFO, NULL);
     nook_server_set_int(server, NOOK_OPT_THREADS, 1);
     const char *listens[8];
+    bool listen_tls[8];
     int nlisten = 0;
+    const char *cert = NULL, *key = NULL;
     for (int i = 1; i < argc; i++) {
         int rc = NOOK_OK;
-        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc && nlisten < 8)
+        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc && nlisten < 8) {
+            listen_tls[nlisten] = cert && key;
             listens[nlisten++] = argv[++i];
+        } else if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc)
+            cert = argv[++i];
+        else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
+            key = argv[++i];
+        else if (strcmp(argv[i], "--no-h2") == 0)
+            rc = nook_server_set_int(server, NOOK_OPT_HTTP2, 0);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             rc = nook_server_set_int(server, NOOK_OPT_THREADS, atoi(argv[++i]));
         else if (strcmp(argv[i], "--opt") == 0 && i + 1 < argc)
@@ -310,10 +341,20 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (nlisten == 0)
+    if (nlisten == 0) {
+        listen_tls[nlisten] = cert && key;
         listens[nlisten++] = "127.0.0.1:0";
+    }
+    nook_tls *tls = NULL;
+    if (cert && key) {
+        tls = nook_tls_new();
+        if (!tls || nook_tls_add_cert_file(tls, cert, key, NULL) != NOOK_OK) {
+            fprintf(stderr, "test_server: TLS: %s\n", tls ? nook_tls_last_error(tls) : "no memory");
+            return 1;
+        }
+    }
     for (int i = 0; i < nlisten; i++) {
-        int rc = nook_server_listen(server, listens[i], NULL);
+        int rc = nook_server_listen(server, listens[i], listen_tls[i] ? tls : NULL);
         if (rc != NOOK_OK) {
             fprintf(stderr, "test_server: listen %s: %s\n", listens[i], nook_strerror(rc));
             return 1;
@@ -338,6 +379,7 @@ int main(int argc, char **argv)
         {"GET /short", on_short},
         {"GET /big", on_big},
         {"GET /status/{code}", on_status},
+        {"GET /trailers", on_trailers},
         {"GET /noresponse", on_noresponse},
         {"GET /peer", on_peer},
         {"/any", on_any},
@@ -350,6 +392,7 @@ int main(int argc, char **argv)
         }
     }
 
+    nook_tls_free(tls);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -1,0 +1,699 @@
+/*
+ * An HTTP/2 server connection: an nghttp2 session fed from the stream's input (mem_recv) and
+ * drained into its output (mem_send). Each request stream becomes one exchange; responses go
+ * out as HEADERS + DATA with nghttp2's flow control.
+ *
+ * nghttp2 callbacks only run inside mem_recv/mem_send, which this file calls from its own event
+ * handlers, never from inside a handler's call into us — the core/proto.h re-entrancy rule.
+ */
+#include "h2/conn.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "io/ascii.h"
+
+#define OUTPUT_CHUNK_MAX (256 * 1024) /* stop asking nghttp2 for bytes past this much queued */
+#define HEADER_OVERHEAD 32            /* RFC 9113 §6.5.2: each field counts name + value + 32 */
+#define CLOSE_LINGER_MS 1000
+
+typedef struct h2_conn h2_conn;
+
+typedef struct h2_stream {
+    struct h2_stream *prev, *next;
+    h2_conn *c;
+    int32_t id;
+    nook_req *ex;      /* NULL once finished or cancelled */
+    io_buf out;        /* response body not yet handed to nghttp2 */
+    size_t header_bytes;
+    size_t nheaders;
+    nook_str method, path, authority;
+    bool have_host;
+    bool dispatched;
+    bool body_end;     /* the core gave the last body piece */
+    bool deferred;     /* nghttp2 is waiting for resume_data */
+    bool eof_sent;     /* the data source reported EOF: the response is complete */
+    bool refused;      /* answered by the codec itself (413, 431...) */
+    const core_hdr *trailers; /* in the exchange's memory, valid while ex lives */
+    size_t ntrailers;
+} h2_stream;
+
+struct h2_conn {
+    core_conn link;
+    core_worker *w;
+    const core_limits *lim;
+    io_stream s;
+    io_timer timer;
+    io_defer resume;
+    nghttp2_session *ng;
+    nghttp2_mem mem;
+    h2_stream streams; /* sentinel of the list of live streams */
+    size_t nstreams;
+    bool close_now;
+    bool draining; /* GOAWAY sent: close once streams are done and output is flushed */
+    bool peer_eof;
+    char peer[64];
+    size_t peer_len;
+};
+
+static h2_conn *from_watch(io_watch *w) { return (h2_conn *)((char *)w - offsetof(h2_conn, s)); }
+static h2_conn *from_timer(io_timer *t) { return (h2_conn *)((char *)t - offsetof(h2_conn, timer)); }
+static h2_conn *from_defer(io_defer *d) { return (h2_conn *)((char *)d - offsetof(h2_conn, resume)); }
+
+static size_t opt(const h2_conn *c, nook_opt o) { return (size_t)core_opt(c->lim, o); }
+static void schedule(h2_conn *c) { io_loop_defer(c->s.loop, &c->resume); }
+static const io_alloc *alloc_of(const h2_conn *c) { return c->s.alloc; }
+
+/* ---------------------------------------------------------------------------------------------
+ * Allocator bridge: nghttp2 allocates through the server's hook too.
+ * ------------------------------------------------------------------------------------------- */
+
+static void *mem_malloc(size_t n, void *ud) { return io_malloc(ud, n); }
+static void mem_free(void *p, void *ud) { io_free(ud, p); }
+static void *mem_calloc(size_t nmemb, size_t size, void *ud)
+{
+    if (size && nmemb > SIZE_MAX / size)
+        return NULL;
+    void *p = io_malloc(ud, nmemb * size);
+    if (p)
+        memset(p, 0, nmemb * size);
+    return p;
+}
+static void *mem_realloc(void *p, size_t n, void *ud) { return io_realloc(ud, p, n); }
+
+/* ---------------------------------------------------------------------------------------------
+ * Streams
+ * ------------------------------------------------------------------------------------------- */
+
+static h2_stream *stream_new(h2_conn *c, int32_t id)
+{
+    h2_stream *st = io_malloc(alloc_of(c), sizeof *st);
+    if (!st)
+        return NULL;
+    memset(st, 0, sizeof *st);
+    st->c = c;
+    st->id = id;
+    st->next = c->streams.next;
+    st->prev = &c->streams;
+    c->streams.next->prev = st;
+    c->streams.next = st;
+    c->nstreams++;
+    return st;
+}
+
+static void stream_free(h2_stream *st)
+{
+    h2_conn *c = st->c;
+    st->prev->next = st->next;
+    st->next->prev = st->prev;
+    c->nstreams--;
+    io_buf_free(&st->out, alloc_of(c));
+    io_free(alloc_of(c), st);
+}
+
+/* Ends the exchange's life: finished when the whole response went to nghttp2, else cancelled. */
+static void stream_release_exchange(h2_stream *st)
+{
+    nook_req *ex = st->ex;
+    if (!ex)
+        return;
+    st->ex = NULL;
+    if (st->eof_sent)
+        core_exchange_finish(ex, true);
+    else
+        core_exchange_cancel(ex);
+}
+
+static void reset_stream(h2_conn *c, int32_t id, uint32_t code)
+{
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, code);
+    schedule(c);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Response side: core_stream_ops
+ * ------------------------------------------------------------------------------------------- */
+
+static int submit_fields(h2_conn *c, int32_t id, const core_hdr *h, size_t n);
+
+static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)ng;
+    (void)ud;
+    h2_stream *st = src->ptr;
+    size_t n = io_buf_size(&st->out);
+    if (n > length)
+        n = length;
+    if (n)
+        memcpy(buf, io_buf_head(&st->out), n);
+    io_buf_consume(&st->out, n);
+    if (io_buf_size(&st->out) == 0) {
+        if (st->body_end) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            st->eof_sent = true;
+            /* Trailers end the stream instead of the last DATA frame. */
+            if (st->ntrailers && st->ex && submit_fields(st->c, id, st->trailers, st->ntrailers) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        } else if (n == 0) {
+            st->deferred = true;
+            return NGHTTP2_ERR_DEFERRED;
+        }
+    }
+    return (ssize_t)n;
+}
+
+/* RFC 9113 §8.2.2: connection-specific fields must not appear in HTTP/2 ("te" only as
+ * "trailers"). */
+static bool connection_specific(nook_str name, nook_str value)
+{
+    static const char *const names[] = {"connection", "keep-alive", "transfer-encoding", "upgrade",
+                                        "proxy-connection"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (name.len == strlen(names[i]) && io_caseeq(name.ptr, names[i], name.len))
+            return true;
+    if (name.len == 2 && io_caseeq(name.ptr, "te", 2))
+        return !(value.len == 8 && io_caseeq(value.ptr, "trailers", 8));
+    return false;
+}
+
+/* Converts fields for HTTP/2: names lower-cased into `text` (room for every name's bytes),
+ * connection-specific fields dropped. Returns how many entries were written to nv. */
+static size_t append_fields(nghttp2_nv *nv, char *text, const core_hdr *h, size_t n)
+{
+    size_t nnv = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (connection_specific(h[i].name, h[i].value))
+            continue;
+        for (size_t k = 0; k < h[i].name.len; k++)
+            text[k] = (char)io_lower((unsigned char)h[i].name.ptr[k]);
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)text, (uint8_t *)h[i].value.ptr, h[i].name.len,
+                                 h[i].value.len, NGHTTP2_NV_FLAG_NONE};
+        text += h[i].name.len;
+    }
+    return nnv;
+}
+
+static int op_send_head(void *stream, int status, const core_hdr *h, size_t n, int64_t clen,
+                        bool end)
+{
+    h2_stream *st = stream;
+    h2_conn *c = st->c;
+    if (c->close_now)
+        return NOOK_ECLOSED;
+    /* Lower-case copies of the names live in worker scratch until nghttp2 copies them. */
+    size_t names = 0;
+    for (size_t i = 0; i < n; i++)
+        names += h[i].name.len;
+    size_t nv_cap = n + 2;
+    char *scratch = core_worker_scratch(c->w, nv_cap * sizeof(nghttp2_nv) + names + 32);
+    if (!scratch)
+        return NOOK_ENOMEM;
+    nghttp2_nv *nv = (nghttp2_nv *)scratch;
+    char *text = scratch + nv_cap * sizeof(nghttp2_nv);
+    size_t nnv = 0;
+
+    char *status_text = text;
+    text += snprintf(status_text, 4, "%03d", status) + 1;
+    nv[nnv++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    char *len_text = text;
+    bool bodiless = status == 204 || status == 304;
+    if (clen >= 0 && !bodiless) {
+        int l = snprintf(len_text, 21, "%lld", (long long)clen);
+        text += l + 1;
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)len_text, 14, (size_t)l,
+                                 NGHTTP2_NV_FLAG_NONE};
+    }
+    nnv += append_fields(nv + nnv, text, h, n);
+    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
+    if (end)
+        st->eof_sent = true;
+    int rv = nghttp2_submit_response(c->ng, st->id, nv, nnv, end ? NULL : &prd);
+    if (rv != 0) {
+        core_log(c->w, NOOK_LOG_WARN, "%.*s: h2 stream %d: cannot submit response: %s",
+                 (int)c->peer_len, c->peer, st->id, nghttp2_strerror(rv));
+        return rv == NGHTTP2_ERR_NOMEM ? NOOK_ENOMEM : NOOK_ECLOSED;
+    }
+    schedule(c);
+    return NOOK_OK;
+}
+
+static int op_send_body(void *stream, const void *p, size_t n, bool end)
+{
+    h2_stream *st = stream;
+    h2_conn *c = st->c;
+    if (c->close_now)
+        return NOOK_ECLOSED;
+    if (n) {
+        int rc = io_buf_append(&st->out, alloc_of(c), p, n, SIZE_MAX);
+        if (rc != NOOK_OK)
+            return rc;
+    }
+    if (end)
+        st->body_end = true;
+    if (st->deferred) {
+        st->deferred = false;
+        nghttp2_session_resume_data(c->ng, st->id);
+    }
+    schedule(c);
+    return NOOK_OK;
+}
+
+/* Submits a trailer HEADERS frame: lower-case names, connection-specific fields dropped. */
+static int submit_fields(h2_conn *c, int32_t id, const core_hdr *h, size_t n)
+{
+    size_t names = 0;
+    for (size_t i = 0; i < n; i++)
+        names += h[i].name.len;
+    char *scratch = core_worker_scratch(c->w, n * sizeof(nghttp2_nv) + names);
+    if (!scratch)
+        return NGHTTP2_ERR_NOMEM;
+    nghttp2_nv *nv = (nghttp2_nv *)scratch;
+    size_t nnv = append_fields(nv, scratch + n * sizeof(nghttp2_nv), h, n);
+    return nghttp2_submit_trailer(c->ng, id, nv, nnv);
+}
+
+static int op_send_trailers(void *stream, const core_hdr *h, size_t n)
+{
+    h2_stream *st = stream;
+    st->trailers = h;
+    st->ntrailers = n;
+    return NOOK_OK;
+}
+
+static size_t op_queued(void *stream)
+{
+    h2_stream *st = stream;
+    return io_buf_size(&st->out);
+}
+
+static void op_abort(void *stream)
+{
+    h2_stream *st = stream;
+    reset_stream(st->c, st->id, NGHTTP2_INTERNAL_ERROR);
+}
+
+static const core_stream_ops h2_ops = {op_send_head, op_send_body, op_send_trailers, op_queued,
+                                       op_abort};
+
+/* ---------------------------------------------------------------------------------------------
+ * Request side: nghttp2 callbacks
+ * ------------------------------------------------------------------------------------------- */
+
+/* The codec answers a request it cannot pass on (too large), then stops reading it. */
+static void refuse(h2_stream *st, int status)
+{
+    h2_conn *c = st->c;
+    core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 stream %d: rejecting request: %d", (int)c->peer_len,
+             c->peer, st->id, status);
+    if (st->ex) {
+        core_exchange_cancel(st->ex);
+        st->ex = NULL;
+    }
+    st->refused = true;
+    char code[4];
+    snprintf(code, sizeof code, "%03d", status);
+    nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE},
+                       {(uint8_t *)"content-length", (uint8_t *)"0", 14, 1, NGHTTP2_NV_FLAG_NONE}};
+    nghttp2_submit_response(c->ng, st->id, nv, 2, NULL);
+    /* §8.1: a complete response before the request is; the rest of it is not wanted. */
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    h2_conn *c = ud;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    h2_stream *st = stream_new(c, f->hd.stream_id);
+    if (st)
+        st->ex = core_exchange_new(c->w, &h2_ops, st, (nook_str){c->peer, c->peer_len});
+    if (!st || !st->ex) {
+        if (st)
+            stream_free(st);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+    }
+    nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, st);
+    return 0;
+}
+
+static nook_str keep(h2_stream *st, const uint8_t *p, size_t n)
+{
+    char *q = nook_req_alloc(st->ex, n + 1);
+    if (!q)
+        return (nook_str){NULL, 0};
+    memcpy(q, p, n);
+    q[n] = '\0';
+    return (nook_str){q, n};
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud)
+{
+    (void)flags;
+    h2_conn *c = ud;
+    h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!st || !st->ex || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers: accepted, not passed on */
+    /* nghttp2 1.52 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it. */
+    st->header_bytes += namelen + valuelen + HEADER_OVERHEAD;
+    if (st->header_bytes > opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE) ||
+        ++st->nheaders > opt(c, NOOK_OPT_MAX_HEADERS)) {
+        refuse(st, 431);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    if (namelen > 0 && name[0] == ':') {
+        nook_str v = keep(st, value, valuelen);
+        if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+            st->method = v;
+        else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+            st->path = v;
+        else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+            st->authority = v;
+        return 0;
+    }
+    if (namelen == 4 && memcmp(name, "host", 4) == 0)
+        st->have_host = true;
+    if (core_exchange_add_header(st->ex, (nook_str){(const char *)name, namelen},
+                                 (nook_str){(const char *)value, valuelen}) != NOOK_OK)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
+/* The request head is complete: give the exchange its target and Host. */
+static int finish_head(h2_stream *st)
+{
+    if (!st->method.ptr || !st->path.ptr)
+        return NOOK_EINVAL; /* CONNECT (no :path) is not served */
+    int rc = core_exchange_set_target(st->ex, st->method, st->path);
+    if (rc == NOOK_OK && st->authority.ptr && !st->have_host)
+        rc = core_exchange_add_header(st->ex, (nook_str){"host", 4}, st->authority);
+    return rc;
+}
+
+static void dispatch(h2_stream *st)
+{
+    st->dispatched = true;
+    core_exchange_dispatch(st->ex);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    h2_conn *c = ud;
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!st || !st->ex || st->dispatched)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST &&
+        finish_head(st) != NOOK_OK) {
+        core_exchange_cancel(st->ex);
+        st->ex = NULL;
+        reset_stream(c, st->id, NGHTTP2_PROTOCOL_ERROR);
+        return 0;
+    }
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
+        dispatch(st);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (!st || !st->ex || st->dispatched)
+        return 0;
+    int rc = core_exchange_body(st->ex, data, len);
+    if (rc != NOOK_OK)
+        refuse(st, rc == NOOK_ELIMIT ? 413 : 503);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *ud)
+{
+    (void)error_code;
+    (void)ud;
+    h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    if (!st)
+        return 0;
+    nghttp2_session_set_stream_user_data(ng, id, NULL);
+    stream_release_exchange(st);
+    stream_free(st);
+    return 0; /* never fatal here */
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * I/O
+ * ------------------------------------------------------------------------------------------- */
+
+static void set_phase_timer(h2_conn *c)
+{
+    uint64_t ms;
+    if (io_buf_size(&c->s.out) > 0)
+        ms = (uint64_t)core_opt(c->lim, NOOK_OPT_WRITE_TIMEOUT);
+    else if (c->nstreams == 0)
+        ms = c->draining ? CLOSE_LINGER_MS : (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_TIMEOUT);
+    else
+        ms = 0; /* handlers at work: their pace */
+    if (ms)
+        io_timer_set(c->s.loop, &c->timer, ms);
+    else
+        io_timer_stop(c->s.loop, &c->timer);
+}
+
+/* Moves nghttp2's pending frames into the output buffer, bounded so a peer that does not read
+ * cannot make us buffer without limit. */
+static void pump_output(h2_conn *c)
+{
+    while (io_buf_size(&c->s.out) < OUTPUT_CHUNK_MAX) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+        if (n < 0) {
+            core_log(c->w, NOOK_LOG_WARN, "%.*s: h2: %s", (int)c->peer_len, c->peer,
+                     nghttp2_strerror((int)n));
+            c->close_now = true;
+            return;
+        }
+        if (n == 0)
+            break;
+        if (io_stream_queue(&c->s, data, (size_t)n) != NOOK_OK) {
+            c->close_now = true;
+            return;
+        }
+    }
+    int rc = io_stream_flush(&c->s);
+    if (rc == NOOK_ECLOSED || rc == NOOK_ESYS)
+        c->close_now = true;
+}
+
+static void notify_writable(h2_conn *c)
+{
+    size_t low = opt(c, NOOK_OPT_OUTPUT_HIGH_WATER) / 2;
+    for (h2_stream *st = c->streams.next; st != &c->streams; st = st->next)
+        if (st->ex && st->dispatched && !core_exchange_ended(st->ex) && io_buf_size(&st->out) < low)
+            core_exchange_writable(st->ex);
+}
+
+static void feed_input(h2_conn *c)
+{
+    size_t n = io_buf_size(&c->s.in);
+    if (n == 0)
+        return;
+    ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)io_buf_head(&c->s.in), n);
+    if (used < 0) {
+        core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 connection error: %s", (int)c->peer_len, c->peer,
+                 nghttp2_strerror((int)used));
+        /* nghttp2 has queued a GOAWAY where the protocol asks for one: send it, then close. */
+        io_buf_consume(&c->s.in, n);
+        c->draining = true;
+        return;
+    }
+    io_buf_consume(&c->s.in, (size_t)used);
+}
+
+static void service(h2_conn *c)
+{
+    feed_input(c);
+    if (!c->close_now)
+        pump_output(c);
+    if (!c->close_now)
+        notify_writable(c);
+    bool done = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
+    if (c->draining && c->nstreams == 0 && io_buf_size(&c->s.out) == 0)
+        done = true;
+    if (c->peer_eof && c->nstreams == 0)
+        done = true;
+    if (done && io_buf_size(&c->s.out) == 0)
+        c->close_now = true;
+    if (c->close_now)
+        schedule(c);
+    else
+        set_phase_timer(c);
+}
+
+static void destroy(h2_conn *c)
+{
+    while (c->streams.next != &c->streams) {
+        h2_stream *st = c->streams.next;
+        stream_release_exchange(st);
+        stream_free(st);
+    }
+    nghttp2_session_del(c->ng);
+    io_timer_stop(c->s.loop, &c->timer);
+    io_loop_undefer(c->s.loop, &c->resume);
+    io_stream_close(&c->s);
+    core_worker_remove_conn(c->w, &c->link);
+    io_free(core_worker_alloc(c->w), c);
+}
+
+static void on_io(io_watch *w, uint32_t events)
+{
+    h2_conn *c = from_watch(w);
+    if (c->close_now)
+        return;
+    if (events & EPOLLERR) {
+        c->close_now = true;
+        schedule(c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+        /* Read what fits; input beyond the limit waits in the socket (TCP backpressure). */
+        int rc = io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
+        if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
+            c->peer_eof = true;
+            io_stream_want_read(&c->s, false);
+        }
+    }
+    service(c);
+    if (!c->close_now && c->s.tr->pending(&c->s) > 0)
+        schedule(c); /* the transport holds input the socket will not signal again */
+}
+
+static void on_resume(io_defer *d)
+{
+    h2_conn *c = from_defer(d);
+    if (!c->close_now) {
+        if (!c->peer_eof && c->s.tr->pending(&c->s) > 0)
+            io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
+        service(c);
+    }
+    if (c->close_now)
+        destroy(c);
+}
+
+static void on_timer(io_timer *t)
+{
+    h2_conn *c = from_timer(t);
+    if (c->nstreams == 0 && io_buf_size(&c->s.out) == 0 && !c->draining) {
+        /* Idle: say goodbye properly, then close shortly after. */
+        nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+        c->draining = true;
+        service(c);
+        return;
+    }
+    core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 connection timed out", (int)c->peer_len, c->peer);
+    c->close_now = true;
+    schedule(c);
+}
+
+static void on_shutdown(core_conn *link, bool graceful)
+{
+    h2_conn *c = (h2_conn *)link;
+    if (!graceful) {
+        c->close_now = true;
+    } else if (!c->draining) {
+        /* GOAWAY with the last stream we took: those finish, newer ones are refused. */
+        nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
+                              NULL, 0);
+        c->draining = true;
+    }
+    schedule(c);
+}
+
+static const core_conn_ops h2_conn_ops = {on_shutdown};
+
+static int session_new(h2_conn *c)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return NOOK_ENOMEM;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option *o;
+    if (nghttp2_option_new(&o) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return NOOK_ENOMEM;
+    }
+    nghttp2_option_set_max_settings(o, 32);
+    c->mem = (nghttp2_mem){(void *)alloc_of(c), mem_malloc, mem_free, mem_calloc, mem_realloc};
+    int rv = nghttp2_session_server_new3(&c->ng, cbs, c, o, &c->mem);
+    nghttp2_option_del(o);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0)
+        return NOOK_ENOMEM;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)opt(c, NOOK_OPT_H2_MAX_CONCURRENT_STREAMS)},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)opt(c, NOOK_OPT_H2_INITIAL_WINDOW_SIZE)},
+        {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, (uint32_t)opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE)},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE)},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    rv = nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+    return rv == 0 ? NOOK_OK : NOOK_ENOMEM;
+}
+
+static h2_conn *start(core_worker *w, io_stream *from, nook_str peer)
+{
+    const io_alloc *a = core_worker_alloc(w);
+    h2_conn *c = io_malloc(a, sizeof *c);
+    if (!c) {
+        core_log(w, NOOK_LOG_ERROR, "out of memory for a new h2 connection");
+        io_stream_close(from);
+        return NULL;
+    }
+    memset(c, 0, sizeof *c);
+    c->w = w;
+    c->lim = core_worker_limits(w);
+    c->link.ops = &h2_conn_ops;
+    c->timer.fn = on_timer;
+    c->resume.fn = on_resume;
+    c->streams.next = c->streams.prev = &c->streams;
+    c->peer_len = peer.len < sizeof c->peer ? peer.len : sizeof c->peer - 1;
+    memcpy(c->peer, peer.ptr, c->peer_len);
+    if (io_stream_move(&c->s, from, on_io) != NOOK_OK || session_new(c) != NOOK_OK) {
+        core_log(w, NOOK_LOG_ERROR, "cannot start an h2 connection: %s", strerror(errno));
+        if (c->ng)
+            nghttp2_session_del(c->ng);
+        io_stream_close(c->s.watch.fd >= 0 ? &c->s : from);
+        io_free(a, c);
+        return NULL;
+    }
+    core_worker_add_conn(w, &c->link);
+    io_stream_want_read(&c->s, true);
+    schedule(c); /* input may already be buffered (h2c preface, TLS records) */
+    return c;
+}
+
+void h2_conn_start(core_worker *w, io_stream *from, nook_str peer) { start(w, from, peer); }
+
+void h2_conn_start_refused(core_worker *w, io_stream *from, nook_str peer)
+{
+    h2_conn *c = start(w, from, peer);
+    if (!c)
+        return;
+    core_log(w, NOOK_LOG_INFO, "%.*s: h2 over inadequate TLS: GOAWAY(INADEQUATE_SECURITY)",
+             (int)peer.len, peer.ptr);
+    nghttp2_session_terminate_session(c->ng, NGHTTP2_INADEQUATE_SECURITY);
+    c->draining = true;
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Response trailers (nook_res_trailer): a chunked trailer section over HTTP/1.1, a trailing
+HEADERS frame over HTTP/2 (what gRPC needs), and dropped when the body is length-delimited.
+
+    python3 test_trailers.py --server PATH/nook_test_server --hello PATH/hello
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nooktest as nt  # noqa: E402
+from nooktest import case, eq, expect  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@case
+def h1_chunked_trailer_section(ctx):
+    raw = nt.send_raw(ctx.h1, nt.request_bytes("GET", "/trailers",
+                                                headers=[("Connection", "close")]))
+    head, _, rest = bytes(raw).partition(b"\r\n\r\n")
+    expect(b"Transfer-Encoding: chunked" in head, "a chunked response", head)
+    eq(rest, b"4\r\nbody\r\n0\r\ngrpc-status: 0\r\nX-Checksum: abc\r\n\r\n", "chunked body + trailers")
+
+
+@case
+def h1_trailers_over_one_request_then_keep_alive(ctx):
+    # The trailer section must end the message exactly: a second request on the connection works.
+    raw = nt.send_raw(ctx.h1, nt.request_bytes("GET", "/trailers") +
+                      nt.request_bytes("GET", "/", headers=[("Connection", "close")]))
+    eq(raw.count(b"HTTP/1.1 200 OK"), 2, "responses on the connection")
+    expect(raw.endswith(b"Hello, World!"), "the second response last", raw[-60:])
+
+
+def nghttp(url):
+    p = subprocess.run(["nghttp", "-nv", url], capture_output=True, timeout=30, text=True)
+    return p.returncode, p.stdout
+
+
+@case
+def h2_trailers_frame(ctx):
+    for url in ("https://127.0.0.1:%d/trailers" % ctx.tls, "http://127.0.0.1:%d/trailers" % ctx.h1):
+        rc, out = nghttp(url)
+        eq(rc, 0, "nghttp exit code for %s" % url)
+        lines = out.splitlines()
+        # The trailer fields arrive in a HEADERS frame that carries END_STREAM, after the DATA.
+        data_at = next((i for i, l in enumerate(lines) if "recv DATA frame" in l), None)
+        status_at = next((i for i, l in enumerate(lines) if "grpc-status: 0" in l), None)
+        expect(data_at is not None and status_at is not None and status_at > data_at,
+               "grpc-status after the DATA frame (%s)" % url, out[-1500:])
+        expect("x-checksum: abc" in out, "x-checksum trailer, lower-case", out[-1500:])
+        last_headers = [l for l in lines if "recv HEADERS frame" in l][-1]
+        expect("END_STREAM" in out[out.index(last_headers):], "the trailer HEADERS ends the stream",
+               last_headers)
+
+
+def setup(opts):
+    # A cleartext listener first, then a TLS one (TLS flags apply to the listeners after them).
+    srv = nt.TestServer(opts.server, "--listen", "127.0.0.1:0", "--tls-cert",
+                        str(DATA / "localhost.crt"), "--tls-key", str(DATA / "localhost.key"),
+                        "--listen", "127.0.0.1:0", listen=())
+    srv.nlisten = 2
+    srv.start()
+    ctx = type("Ctx", (), {})()
+    ctx.h1, ctx.tls = srv.ports
+    return (ctx,), (srv,)
+
+
+if __name__ == "__main__":
+    nt.main(setup)
