@@ -361,12 +361,77 @@ NOOK_API int nook_res_end(nook_req *req);
 typedef enum nook_event {
     NOOK_ON_WRITABLE = 1, /* queued output fell below half the high-water mark: write more */
     NOOK_ON_CANCEL = 2,   /* the client went away before the response ended: stop work */
-    NOOK_ON_DONE = 3      /* the response ended (sent or failed); last call for this request */
+    NOOK_ON_DONE = 3,     /* the response ended (sent or failed); last call for this request */
+    NOOK_ON_HEADERS = 4   /* the response head is about to go out: status and headers may still
+                             be changed (nook_res_status, nook_res_header, nook_res_set_header) */
 } nook_event;
 
-/* Registers a callback for an event on this request (one per event; a new one replaces it;
- * fn NULL removes it). The request is valid during the callback. Errors: NOOK_EINVAL. */
+/* Adds a callback for an event on this request. Several may be added (each middleware its own);
+ * they run in the reverse order of adding — the one added last (closest to the handler) first,
+ * like a stack unwinding. The request is valid during the callback.
+ * Errors: NOOK_EINVAL (unknown event, fn NULL), NOOK_ENOMEM. */
 NOOK_API int nook_req_on(nook_req *req, nook_event ev, nook_handler_fn fn, void *user_data);
+
+/* The response status as it stands (200 until set), e.g. for a HEADERS or DONE hook. */
+NOOK_API int nook_res_get_status(const nook_req *req);
+
+/* The first response header with that name (case-insensitive), {NULL,0} if none. */
+NOOK_API nook_str nook_res_get_header(const nook_req *req, const char *name);
+
+/* Response body filters: transform the body on its way out (compression, rewriting). A filter
+ * receives every piece the handler writes, in order (end is 1 on the last call, possibly with
+ * len 0), and passes on what it wants sent with nook_filter_pass() — zero or more times per
+ * call. Filters added later run first (they are closer to the handler). With any filter, a
+ * whole response goes out with unknown length (chunked on HTTP/1.1): filters change sizes.
+ * Add filters before the response starts (NOOK_ESTATE after). */
+typedef int (*nook_filter_fn)(nook_req *req, const void *data, size_t len, int end,
+                              void *user_data);
+NOOK_API int nook_req_filter(nook_req *req, nook_filter_fn fn, void *user_data);
+
+/* Called only from inside a filter: sends data on to the next filter, or to the client. Returns
+ * what nook_res_write would (NOOK_OK, NOOK_AGAIN, NOOK_ECLOSED...). */
+NOOK_API int nook_filter_pass(nook_req *req, const void *data, size_t len, int end);
+
+/* ---------------------------------------------------------------------------------------------
+ * Middleware
+ * ------------------------------------------------------------------------------------------- */
+
+/* Registers middleware for every request whose path is `prefix` or below it, segment-wise
+ * ("/api" covers "/api" and "/api/x", not "/apix"; "/" or NULL covers all). Middleware runs in
+ * registration order before routing, also for requests that end in 404 or 405. Each one either
+ * answers (short-circuit), or calls nook_next() to go on — at once, or later after
+ * nook_req_suspend(). To act on the way out it adds hooks (NOOK_ON_HEADERS, filters, DONE)
+ * before continuing: that works the same for whole, streamed and late responses.
+ * Errors and ownership as for nook_route(). */
+NOOK_API int nook_use(nook_server *srv, const char *prefix, nook_handler_fn fn, void *user_data,
+                      nook_free_fn free_ud);
+
+/* Continues with the next matching middleware, then the route's handler (or the 404/405 answer).
+ * Errors: NOOK_ESTATE (a response was already started, or called twice from one middleware),
+ * NOOK_ECLOSED (the client went away). */
+NOOK_API int nook_next(nook_req *req);
+
+/* ---------------------------------------------------------------------------------------------
+ * Late responses
+ *
+ * A handler (or middleware) that answers later calls nook_req_suspend() and returns. Work
+ * continues on any thread; whatever touches the request is posted back to the request's loop
+ * with nook_token_post(). The token stays valid until released, the request until it ended.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nook_token nook_token;
+
+/* Keeps the request open after the callback returns. Returns a token (released by the caller
+ * with nook_token_release), or NULL when out of memory. Loop thread only. */
+NOOK_API nook_token *nook_req_suspend(nook_req *req);
+
+/* Runs fn(req, user_data) on the request's loop thread soon. req is the live request, or NULL
+ * if it has ended meanwhile (client gone, server stopped) — so user_data can always be freed.
+ * THREAD-SAFE. Errors: NOOK_ENOMEM (fn will not run), NOOK_EINVAL. */
+NOOK_API int nook_token_post(nook_token *t, nook_handler_fn fn, void *user_data);
+
+/* Drops the caller's token. THREAD-SAFE. Tokens must be released before nook_server_free(). */
+NOOK_API void nook_token_release(nook_token *t);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
  * The exchange: one request and its response, whatever protocol carried them. This file is the
  * public nook_req_* / nook_res_* API plus the core side of core/proto.h.
  */
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +23,26 @@
 
 enum { RES_NONE, RES_STARTED, RES_ENDED };
 
+/* Hooks and filters live in the request's arena, newest first: that is also the order they run
+ * in (the one added last is closest to the handler). */
 typedef struct hook {
+    struct hook *next;
     nook_handler_fn fn;
     void *user_data;
 } hook;
+
+typedef struct filter {
+    struct filter *next;
+    nook_filter_fn fn;
+    void *user_data;
+} filter;
+
+struct nook_token {
+    atomic_int refs;  /* the application's, the request's while it lives, one per pending post */
+    const io_alloc *alloc;
+    io_loop *loop;
+    nook_req *req;    /* loop thread only; NULL once the request ended */
+};
 
 typedef struct hdr_list {
     core_hdr *v;
@@ -52,15 +69,22 @@ struct nook_req {
     int64_t declared_len; /* Content-Length the handler set, or -1 */
     uint64_t written;
     bool head_req;
-    bool sent_end;  /* the codec has been given the end of the response */
+    bool sent_end;  /* the handler side ended the body (or none is sent) */
+    bool sink_ended; /* the codec has been given the end of the body */
     bool cancelled; /* the peer went away */
     int depth;      /* handler/hook calls on the stack for this request */
     bool release_pending;
-    hook hooks[NOOK_ON_DONE + 1];
+    bool in_headers_hook; /* NOOK_ON_HEADERS hooks may still edit the head */
+    size_t mw_next;       /* index of the next middleware to consider */
+    nook_token *token;    /* set by nook_req_suspend */
+    hook *hooks[NOOK_ON_HEADERS + 1];
+    filter *filters;
+    filter *filter_at; /* the filter running now (nook_filter_pass continues after it) */
     char peer_buf[PEER_MAX];
 };
 
 void core_route_call(void *target, nook_req *req);
+static void token_unref(nook_token *t);
 
 /* ---------------------------------------------------------------------------------------------
  * Life cycle
@@ -103,6 +127,10 @@ static void release(nook_req *r)
     core_worker *w = r->w;
     const io_alloc *a = core_worker_alloc(w);
     core_req_cache *cache = core_worker_req_cache(w);
+    if (r->token) {
+        r->token->req = NULL;
+        token_unref(r->token);
+    }
     core_arena_reset(&r->arena);
     r->body.off = r->body.len = 0;
     io_buf_trim(&r->body, a, BODY_KEEP);
@@ -136,11 +164,9 @@ void core_exchange_cache_free(core_req_cache *c, const io_alloc *alloc)
 
 static void run_hook(nook_req *r, nook_event ev)
 {
-    hook h = r->hooks[ev];
-    if (!h.fn)
-        return;
     r->depth++;
-    h.fn(r, h.user_data);
+    for (hook *h = r->hooks[ev]; h; h = h->next)
+        h->fn(r, h->user_data);
     r->depth--;
 }
 
@@ -240,7 +266,26 @@ static void respond_error(nook_req *r, int status, const char *text)
     nook_respond(r, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-void core_exchange_dispatch(nook_req *r)
+/* A callback that returns without answering, going on, or suspending leaves the client waiting
+ * forever: answer 500 for it. */
+static void require_progress(nook_req *r, const char *what, size_t mw_before)
+{
+    if (r->state == RES_NONE && !r->cancelled && !r->token && r->mw_next == mw_before) {
+        core_log(r->w, NOOK_LOG_ERROR, "%s for %.*s %.*s returned without responding", what,
+                 (int)r->method.len, r->method.ptr, (int)r->path.len, r->path.ptr);
+        respond_error(r, 500, "Internal Server Error\n");
+    }
+}
+
+static bool prefix_covers(const core_mw *m, nook_str path)
+{
+    if (m->prefix_len == 0)
+        return true;
+    return path.len >= m->prefix_len && memcmp(path.ptr, m->prefix, m->prefix_len) == 0 &&
+           (path.len == m->prefix_len || path.ptr[m->prefix_len] == '/');
+}
+
+static void route(nook_req *r)
 {
     const core_router *router = core_worker_router(r->w);
     core_route_match m;
@@ -248,25 +293,65 @@ void core_exchange_dispatch(nook_req *r)
     m.allow[0] = '\0';
     if (router)
         rc = core_router_match(router, r->method.ptr, r->method.len, r->path.ptr, r->path.len, &m);
-    r->depth++;
     if (rc == NOOK_OK) {
         r->nparams = m.nparams;
         memcpy(r->params, m.params, m.nparams * sizeof m.params[0]);
+        size_t mark = r->mw_next;
+        r->depth++;
         core_route_call(m.target, r);
-        if (r->state == RES_NONE && !r->cancelled) {
-            core_log(r->w, NOOK_LOG_ERROR, "handler for %.*s %.*s returned without responding",
-                     (int)r->method.len, r->method.ptr, (int)r->path.len, r->path.ptr);
-            respond_error(r, 500, "Internal Server Error\n");
-        }
+        r->depth--;
+        require_progress(r, "handler", mark);
     } else if (m.allow[0]) {
         nook_res_set_header(r, "Allow", m.allow);
         respond_error(r, 405, "Method Not Allowed\n");
     } else {
         respond_error(r, 404, "Not Found\n");
     }
+}
+
+/* Runs the next middleware that covers the path, or routes once none is left. */
+static void run_chain(nook_req *r)
+{
+    size_t n;
+    const core_mw *mws = core_worker_middleware(r->w, &n);
+    while (r->mw_next < n && !prefix_covers(&mws[r->mw_next], r->path))
+        r->mw_next++;
+    if (r->mw_next == n) {
+        r->mw_next = n + 1; /* past the handler: nook_next is no longer valid */
+        route(r);
+        return;
+    }
+    const core_mw *m = &mws[r->mw_next++];
+    size_t mark = r->mw_next;
+    r->depth++;
+    m->fn(r, m->user_data);
+    r->depth--;
+    require_progress(r, "middleware", mark);
+}
+
+void core_exchange_dispatch(nook_req *r)
+{
+    r->depth++;
+    run_chain(r);
     r->depth--;
     if (r->release_pending && r->depth == 0)
         release(r);
+}
+
+int nook_next(nook_req *r)
+{
+    size_t n;
+    if (!r)
+        return NOOK_EINVAL;
+    core_worker_middleware(r->w, &n);
+    if (r->state != RES_NONE || r->mw_next > n)
+        return NOOK_ESTATE;
+    if (r->cancelled)
+        return NOOK_ECLOSED;
+    r->depth++;
+    run_chain(r);
+    r->depth--;
+    return NOOK_OK;
 }
 
 void core_exchange_writable(nook_req *r)
@@ -356,9 +441,27 @@ void *nook_req_alloc(nook_req *r, size_t size) { return r ? core_arena_alloc(&r-
 
 int nook_req_on(nook_req *r, nook_event ev, nook_handler_fn fn, void *user_data)
 {
-    if (!r || ev < NOOK_ON_WRITABLE || ev > NOOK_ON_DONE)
+    if (!r || !fn || ev < NOOK_ON_WRITABLE || ev > NOOK_ON_HEADERS)
         return NOOK_EINVAL;
-    r->hooks[ev] = (hook){fn, user_data};
+    hook *h = core_arena_alloc(&r->arena, sizeof *h);
+    if (!h)
+        return NOOK_ENOMEM;
+    *h = (hook){r->hooks[ev], fn, user_data};
+    r->hooks[ev] = h;
+    return NOOK_OK;
+}
+
+int nook_req_filter(nook_req *r, nook_filter_fn fn, void *user_data)
+{
+    if (!r || !fn)
+        return NOOK_EINVAL;
+    if (r->state != RES_NONE)
+        return NOOK_ESTATE;
+    filter *f = core_arena_alloc(&r->arena, sizeof *f);
+    if (!f)
+        return NOOK_ENOMEM;
+    *f = (filter){r->filters, fn, user_data};
+    r->filters = f;
     return NOOK_OK;
 }
 
@@ -388,7 +491,7 @@ static int check_header_args(const nook_req *r, const char *name, const char *va
 {
     if (!r || !valid_name(name) || (value && !valid_value(value)))
         return NOOK_EINVAL;
-    if (r->state != RES_NONE)
+    if (r->state != RES_NONE && !r->in_headers_hook)
         return NOOK_ESTATE;
     return NOOK_OK;
 }
@@ -462,7 +565,7 @@ int nook_res_status(nook_req *r, int status)
 {
     if (!r || status < 200 || status > 999)
         return NOOK_EINVAL;
-    if (r->state != RES_NONE)
+    if (r->state != RES_NONE && !r->in_headers_hook)
         return NOOK_ESTATE;
     r->status = status;
     return NOOK_OK;
@@ -486,9 +589,61 @@ static int64_t declared_length(const hdr_list *l)
     return v;
 }
 
+/* Where the filtered body goes: the codec, with the trailers just before the last piece. */
+static int sink(nook_req *r, const void *p, size_t n, bool end)
+{
+    if (r->sink_ended)
+        return NOOK_ESTATE;
+    if (end) {
+        r->sink_ended = true;
+        if (r->trailers.n) {
+            int rc = r->ops->send_trailers(r->stream, r->trailers.v, r->trailers.n);
+            if (rc != NOOK_OK)
+                return rc;
+        }
+    }
+    return r->ops->send_body(r->stream, p, n, end);
+}
+
+static int pass_from(nook_req *r, filter *f, const void *p, size_t n, bool end)
+{
+    if (!f)
+        return sink(r, p, n, end);
+    filter *saved = r->filter_at;
+    r->filter_at = f;
+    r->depth++;
+    int rc = f->fn(r, p, n, end ? 1 : 0, f->user_data);
+    r->depth--;
+    r->filter_at = saved;
+    return rc;
+}
+
+/* A body piece from the handler: through the filters, then to the codec. */
+static int body_out(nook_req *r, const void *p, size_t n, bool end)
+{
+    return pass_from(r, r->filters, p, n, end);
+}
+
+int nook_filter_pass(nook_req *r, const void *data, size_t len, int end)
+{
+    if (!r || (len && !data))
+        return NOOK_EINVAL;
+    if (!r->filter_at)
+        return NOOK_ESTATE;
+    return pass_from(r, r->filter_at->next, data, len, end != 0);
+}
+
 /* Sends the head: the handler's headers minus framing (the codec owns framing), plus Date. */
 static int send_head(nook_req *r, int64_t content_length, bool end)
 {
+    r->state = RES_STARTED;
+    if (r->hooks[NOOK_ON_HEADERS]) {
+        r->in_headers_hook = true;
+        run_hook(r, NOOK_ON_HEADERS);
+        r->in_headers_hook = false;
+    }
+    if (r->filters && !end)
+        content_length = -1; /* filters change the size */
     remove_headers(&r->res_hdrs, "content-length");
     remove_headers(&r->res_hdrs, "transfer-encoding");
     if (!find_hdr(&r->res_hdrs, "date", 4)) {
@@ -496,7 +651,6 @@ static int send_head(nook_req *r, int64_t content_length, bool end)
         if (rc != NOOK_OK)
             return rc;
     }
-    r->state = RES_STARTED;
     if (end || r->head_req) {
         end = true;
         r->sent_end = true;
@@ -527,7 +681,7 @@ int nook_respond(nook_req *r, int status, const char *content_type, const void *
     rc = send_head(r, bodiless ? -1 : (int64_t)len, len == 0 || bodiless);
     if (rc == NOOK_OK && !r->sent_end) {
         r->sent_end = true;
-        rc = r->ops->send_body(r->stream, body, len, true);
+        rc = body_out(r, body, len, true);
     }
     r->state = RES_ENDED;
     return rc;
@@ -570,8 +724,8 @@ int nook_res_write(nook_req *r, const void *data, size_t len)
     size_t queued = r->ops->queued(r->stream);
     if (queued + len > (size_t)core_opt(lim, NOOK_OPT_MAX_OUTPUT))
         return NOOK_EFULL;
-    int rc = r->ops->send_body(r->stream, data, len, false);
-    if (rc != NOOK_OK)
+    int rc = body_out(r, data, len, false);
+    if (rc < 0)
         return rc;
     r->written += len;
     return r->ops->queued(r->stream) >= (size_t)core_opt(lim, NOOK_OPT_OUTPUT_HIGH_WATER)
@@ -604,10 +758,93 @@ int nook_res_end(nook_req *r)
     if (r->sent_end)
         return NOOK_OK;
     r->sent_end = true;
-    if (r->trailers.n) {
-        int rc = r->ops->send_trailers(r->stream, r->trailers.v, r->trailers.n);
-        if (rc != NOOK_OK)
-            return rc;
+    return body_out(r, NULL, 0, true);
+}
+
+int nook_res_get_status(const nook_req *r) { return r ? r->status : NOOK_EINVAL; }
+
+nook_str nook_res_get_header(const nook_req *r, const char *name)
+{
+    if (!r || !name)
+        return absent;
+    const core_hdr *h = find_hdr(&r->res_hdrs, name, strlen(name));
+    return h ? h->value : absent;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Late responses: tokens
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct token_post {
+    nook_token *t;
+    nook_handler_fn fn;
+    void *user_data;
+} token_post;
+
+static void token_unref(nook_token *t)
+{
+    if (atomic_fetch_sub(&t->refs, 1) == 1)
+        io_free(t->alloc, t);
+}
+
+nook_token *nook_req_suspend(nook_req *r)
+{
+    if (!r)
+        return NULL;
+    if (r->token) {
+        /* Suspending twice hands out the same token with one more reference. */
+        atomic_fetch_add(&r->token->refs, 1);
+        return r->token;
     }
-    return r->ops->send_body(r->stream, NULL, 0, true);
+    const io_alloc *a = core_worker_alloc(r->w);
+    nook_token *t = io_malloc(a, sizeof *t);
+    if (!t)
+        return NULL;
+    atomic_init(&t->refs, 2); /* the caller's and the request's */
+    t->alloc = a;
+    t->loop = core_worker_loop(r->w);
+    t->req = r;
+    r->token = t;
+    return t;
+}
+
+static void token_run(void *arg)
+{
+    token_post *p = arg;
+    nook_token *t = p->t;
+    nook_req *r = t->req;
+    if (r) {
+        r->depth++;
+        p->fn(r, p->user_data);
+        r->depth--;
+        if (r->release_pending && r->depth == 0)
+            release(r);
+    } else {
+        p->fn(NULL, p->user_data);
+    }
+    io_free(t->alloc, p);
+    token_unref(t);
+}
+
+int nook_token_post(nook_token *t, nook_handler_fn fn, void *user_data)
+{
+    if (!t || !fn)
+        return NOOK_EINVAL;
+    token_post *p = io_malloc(t->alloc, sizeof *p);
+    if (!p)
+        return NOOK_ENOMEM;
+    *p = (token_post){t, fn, user_data};
+    atomic_fetch_add(&t->refs, 1);
+    if (io_loop_post(t->loop, token_run, p) != NOOK_OK) {
+        atomic_fetch_sub(&t->refs, 1);
+        io_free(t->alloc, p);
+        return NOOK_ENOMEM;
+    }
+    return NOOK_OK;
+}
+
+void nook_token_release(nook_token *t)
+{
+    if (t)
+        token_unref(t);
 }

@@ -76,6 +76,8 @@ struct nook_server {
     nook_log_level log_max;
     void *log_ud;
     core_router *router;
+    core_mw *mws;
+    size_t nmws;
     listener_conf listeners[MAX_LISTENERS];
     size_t nlisteners;
     core_worker **workers;
@@ -286,6 +288,37 @@ int nook_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *
         srv_log(srv, NOOK_LOG_ERROR, "route \"%s\": %s", pattern, nook_strerror(rc));
     }
     return rc;
+}
+
+int nook_use(nook_server *srv, const char *prefix, nook_handler_fn fn, void *user_data,
+             nook_free_fn free_ud)
+{
+    if (!srv || !fn || (prefix && prefix[0] != '/'))
+        return NOOK_EINVAL;
+    if (atomic_load(&srv->state) != SRV_IDLE)
+        return NOOK_ESTATE;
+    /* "/" and "/api/" cover the same as "" and "/api": keep prefixes without a trailing '/'. */
+    size_t len = prefix ? strlen(prefix) : 0;
+    while (len > 0 && prefix[len - 1] == '/')
+        len--;
+    srv->alloc_locked = true;
+    core_mw *v = io_realloc(&srv->alloc, srv->mws, (srv->nmws + 1) * sizeof *v);
+    if (!v)
+        return NOOK_ENOMEM;
+    srv->mws = v;
+    char *copy = io_malloc(&srv->alloc, len + 1);
+    if (!copy)
+        return NOOK_ENOMEM;
+    memcpy(copy, prefix ? prefix : "", len);
+    copy[len] = '\0';
+    srv->mws[srv->nmws++] = (core_mw){copy, len, fn, user_data, free_ud};
+    return NOOK_OK;
+}
+
+const core_mw *core_worker_middleware(const core_worker *w, size_t *count)
+{
+    *count = w->srv->nmws;
+    return w->srv->mws;
 }
 
 /* The exchange calls the handler through this, so route targets stay private to this file. */
@@ -709,5 +742,11 @@ void nook_server_free(nook_server *srv)
     }
     if (srv->router)
         core_router_free(srv->router, free_route_target);
+    for (size_t i = 0; i < srv->nmws; i++) {
+        if (srv->mws[i].free_ud)
+            srv->mws[i].free_ud(srv->mws[i].user_data);
+        io_free(&srv->alloc, srv->mws[i].prefix);
+    }
+    io_free(&srv->alloc, srv->mws);
     free(srv);
 }

@@ -52,6 +52,17 @@ void *core_worker_scratch(core_worker *w, size_t size);
 void core_log(const core_worker *w, nook_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Registered middleware, in order (read-only once the server runs). */
+typedef struct core_mw {
+    char *prefix; /* "" covers every path */
+    size_t prefix_len;
+    nook_handler_fn fn;
+    void *user_data;
+    nook_free_fn free_ud;
+} core_mw;
+
+const core_mw *core_worker_middleware(const core_worker *w, size_t *count);
+
 /* The route table (for the exchange's dispatch). */
 const struct core_router *core_worker_router(const core_worker *w);
 

@@ -30,11 +30,23 @@
  *   GET  /noresponse           returns without responding (→ 500)
  *   GET  /peer                 the peer address
  *   /any                       any method: body is the method
+ *   GET  /async?ms=N&body=B    answered from another thread after N ms (default 10) with B
+ *
+ * Middleware on /mw (and below):
+ *   - "X-Block: 1" in the request → 403 "blocked" (short-circuit, the handler never runs);
+ *   - otherwise adds "X-MW: seen" and "X-MW-Status: <status>" on the way out (HEADERS hook),
+ *     and counts finished requests (DONE hook) for GET /mw/count;
+ *   - "X-Upper: 1" → a body filter upper-cases the response body.
+ *   GET /mw/hello   "hello from handler"         GET /mw/stream   3 pieces, streamed
+ *   GET /mw/late    "late answer", from another thread after 20 ms
+ *   GET /mw/count   the number of /mw requests finished before this one
  */
-#define _POSIX_C_SOURCE 200809L /* sigaction */
+#define _POSIX_C_SOURCE 200809L /* sigaction, strndup */
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,6 +276,165 @@ static void on_any(nook_req *req, void *ud)
     text(req, 200, nook_req_method(req));
 }
 
+/* ---- a timer thread that answers suspended requests later (late responses) ---- */
+
+typedef struct late_job {
+    struct late_job *next;
+    struct timespec due;
+    nook_token *token;
+    char *body;
+} late_job;
+
+static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t late_cond = PTHREAD_COND_INITIALIZER;
+static late_job *late_jobs; /* sorted by due time */
+static bool late_quit;
+
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Runs on the request's loop (or with NULL if the request is gone). */
+static void late_answer(nook_req *req, void *ud)
+{
+    char *body = ud;
+    if (req)
+        nook_respond(req, 200, "text/plain", body, strlen(body));
+    free(body);
+}
+
+static void *late_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&late_lock);
+    while (!late_quit || late_jobs) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (late_jobs && (late_quit || !before(&now, &late_jobs->due))) {
+            late_job *j = late_jobs;
+            late_jobs = j->next;
+            pthread_mutex_unlock(&late_lock);
+            if (nook_token_post(j->token, late_answer, j->body) != NOOK_OK)
+                free(j->body);
+            nook_token_release(j->token);
+            free(j);
+            pthread_mutex_lock(&late_lock);
+        } else if (late_jobs) {
+            pthread_cond_timedwait(&late_cond, &late_lock, &late_jobs->due);
+        } else {
+            pthread_cond_wait(&late_cond, &late_lock);
+        }
+    }
+    pthread_mutex_unlock(&late_lock);
+    return NULL;
+}
+
+static void answer_later(nook_req *req, long ms, const char *text, size_t len)
+{
+    late_job *j = calloc(1, sizeof *j);
+    j->token = nook_req_suspend(req);
+    j->body = strndup(text, len);
+    clock_gettime(CLOCK_REALTIME, &j->due);
+    j->due.tv_nsec += (ms % 1000) * 1000000L;
+    j->due.tv_sec += ms / 1000 + j->due.tv_nsec / 1000000000L;
+    j->due.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&late_lock);
+    late_job **pp = &late_jobs;
+    while (*pp && !before(&j->due, &(*pp)->due))
+        pp = &(*pp)->next;
+    j->next = *pp;
+    *pp = j;
+    pthread_cond_signal(&late_cond);
+    pthread_mutex_unlock(&late_lock);
+}
+
+static void on_async(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str body = nook_req_query_param(req, "body");
+    if (!body.ptr)
+        body = (nook_str){"async done", 10};
+    answer_later(req, query_long(req, "ms", 10), body.ptr, body.len);
+}
+
+/* ---- middleware ---- */
+
+static long mw_finished; /* loop threads only; the test server runs one worker for /mw tests */
+
+static void mw_headers(nook_req *req, void *ud)
+{
+    (void)ud;
+    char status[8];
+    snprintf(status, sizeof status, "%d", nook_res_get_status(req));
+    nook_res_set_header(req, "X-MW", "seen");
+    nook_res_set_header(req, "X-MW-Status", status);
+}
+
+static void mw_done(nook_req *req, void *ud)
+{
+    (void)req;
+    (void)ud;
+    mw_finished++;
+}
+
+static int mw_upper(nook_req *req, const void *data, size_t len, int end, void *ud)
+{
+    (void)ud;
+    char *up = nook_req_alloc(req, len + 1);
+    for (size_t i = 0; i < len; i++) {
+        char c = ((const char *)data)[i];
+        up[i] = (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+    }
+    return nook_filter_pass(req, up, len, end);
+}
+
+static void mw_main(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str block = nook_req_header(req, "X-Block");
+    if (block.len == 1 && block.ptr[0] == '1') {
+        nook_respond(req, 403, "text/plain", "blocked", 7);
+        return;
+    }
+    nook_req_on(req, NOOK_ON_HEADERS, mw_headers, NULL);
+    nook_req_on(req, NOOK_ON_DONE, mw_done, NULL);
+    nook_str upper = nook_req_header(req, "X-Upper");
+    if (upper.len == 1 && upper.ptr[0] == '1')
+        nook_req_filter(req, mw_upper, NULL);
+    nook_next(req);
+}
+
+static void on_mw_hello(nook_req *req, void *ud)
+{
+    (void)ud;
+    text_c(req, "hello from handler");
+}
+
+static void on_mw_stream(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_res_header(req, "Content-Type", "text/plain");
+    nook_res_write(req, "one ", 4);
+    nook_res_write(req, "two ", 4);
+    nook_res_write(req, "three", 5);
+    nook_res_end(req);
+}
+
+static void on_mw_late(nook_req *req, void *ud)
+{
+    (void)ud;
+    answer_later(req, 20, "late answer", 11);
+}
+
+static void on_mw_count(nook_req *req, void *ud)
+{
+    (void)ud;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%ld", mw_finished);
+    text_c(req, buf);
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -383,6 +554,11 @@ int main(int argc, char **argv)
         {"GET /noresponse", on_noresponse},
         {"GET /peer", on_peer},
         {"/any", on_any},
+        {"GET /async", on_async},
+        {"GET /mw/hello", on_mw_hello},
+        {"GET /mw/stream", on_mw_stream},
+        {"GET /mw/late", on_mw_late},
+        {"GET /mw/count", on_mw_count},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int rc = nook_route(server, routes[i].pattern, routes[i].fn, NULL, NULL);
@@ -392,6 +568,9 @@ int main(int argc, char **argv)
         }
     }
 
+    nook_use(server, "/mw", mw_main, NULL, NULL);
+    pthread_t late;
+    pthread_create(&late, NULL, late_thread, NULL);
     nook_tls_free(tls);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -406,6 +585,11 @@ int main(int argc, char **argv)
     /* A late signal must not reach nook_server_stop() on a server being freed. */
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
+    pthread_mutex_lock(&late_lock);
+    late_quit = true; /* answers still queued run with NULL requests: their memory is freed */
+    pthread_cond_signal(&late_cond);
+    pthread_mutex_unlock(&late_lock);
+    pthread_join(late, NULL);
     nook_server_free(server);
     return rc == NOOK_OK ? 0 : 1;
 }
