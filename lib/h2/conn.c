@@ -20,6 +20,7 @@
 #define OUTPUT_CHUNK_MAX (256 * 1024) /* stop asking nghttp2 for bytes past this much queued */
 #define HEADER_OVERHEAD 32            /* RFC 9113 §6.5.2: each field counts name + value + 32 */
 #define CLOSE_LINGER_MS 1000
+#define RESET_RING 32 /* streams we reset lately: their late HEADERS (trailers) are no error */
 
 typedef struct h2_conn h2_conn;
 
@@ -38,6 +39,9 @@ typedef struct h2_stream {
     bool deferred;     /* nghttp2 is waiting for resume_data */
     bool eof_sent;     /* the data source reported EOF: the response is complete */
     bool refused;      /* answered by the codec itself (413, 431...) */
+    int refuse_status; /* set while headers arrive: answer this once they are complete */
+    bool remote_ended; /* the request's END_STREAM arrived */
+    size_t unconsumed; /* request bytes received, not yet credited back to the peer */
     const core_hdr *trailers; /* in the exchange's memory, valid while ex lives */
     size_t ntrailers;
 } h2_stream;
@@ -53,6 +57,10 @@ struct h2_conn {
     nghttp2_mem mem;
     h2_stream streams; /* sentinel of the list of live streams */
     size_t nstreams;
+    int32_t max_stream_id;   /* highest client stream id seen */
+    int32_t reset_ring[RESET_RING];
+    unsigned reset_next;
+    size_t unconsumed_conn;  /* bytes of closed streams still to credit to the connection */
     bool close_now;
     bool draining; /* GOAWAY sent: close once streams are done and output is flushed */
     bool peer_eof;
@@ -111,6 +119,7 @@ static void stream_free(h2_stream *st)
     st->prev->next = st->next;
     st->next->prev = st->prev;
     c->nstreams--;
+    c->unconsumed_conn += st->unconsumed;
     io_buf_free(&st->out, alloc_of(c));
     io_free(alloc_of(c), st);
 }
@@ -132,6 +141,22 @@ static void reset_stream(h2_conn *c, int32_t id, uint32_t code)
 {
     nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, code);
     schedule(c);
+}
+
+/* Credits the request bytes received in the last batch back to the peer (WINDOW_UPDATE as
+ * nghttp2 sees fit). */
+static void consume_received(h2_conn *c)
+{
+    for (h2_stream *st = c->streams.next; st != &c->streams; st = st->next) {
+        if (st->unconsumed) {
+            nghttp2_session_consume(c->ng, st->id, st->unconsumed);
+            st->unconsumed = 0;
+        }
+    }
+    if (c->unconsumed_conn) {
+        nghttp2_session_consume_connection(c->ng, c->unconsumed_conn);
+        c->unconsumed_conn = 0;
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -319,9 +344,10 @@ static void refuse(h2_stream *st, int status)
     snprintf(code, sizeof code, "%03d", status);
     nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE},
                        {(uint8_t *)"content-length", (uint8_t *)"0", 14, 1, NGHTTP2_NV_FLAG_NONE}};
+    /* §8.1: a complete response before the request is; once it is out, RST_STREAM(NO_ERROR)
+     * says the rest of the request is not wanted (on_frame_send). Resetting first would drop
+     * the response. */
     nghttp2_submit_response(c->ng, st->id, nv, 2, NULL);
-    /* §8.1: a complete response before the request is; the rest of it is not wanted. */
-    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
 }
 
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
@@ -361,11 +387,13 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (!st || !st->ex || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers: accepted, not passed on */
     /* nghttp2 1.52 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it. */
+    if (st->refuse_status)
+        return 0; /* already over a limit: the rest is decoded (HPACK state) but dropped */
     st->header_bytes += namelen + valuelen + HEADER_OVERHEAD;
     if (st->header_bytes > opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE) ||
         ++st->nheaders > opt(c, NOOK_OPT_MAX_HEADERS)) {
-        refuse(st, 431);
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        st->refuse_status = 431; /* answered once the header block is complete */
+        return 0;
     }
     if (namelen > 0 && name[0] == ':') {
         nook_str v = keep(st, value, valuelen);
@@ -408,8 +436,14 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        st->remote_ended = true;
     if (!st || !st->ex || st->dispatched)
         return 0;
+    if (st->refuse_status) {
+        refuse(st, st->refuse_status);
+        return 0;
+    }
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST &&
         finish_head(st) != NOOK_OK) {
         core_exchange_cancel(st->ex);
@@ -426,8 +460,14 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
                          size_t len, void *ud)
 {
     (void)flags;
-    (void)ud;
+    h2_conn *c = ud;
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
+    /* Credit flow control only after the whole input batch (consume_received): crediting as we
+     * go would let a peer send past the window it was given. */
+    if (st)
+        st->unconsumed += len;
+    else
+        c->unconsumed_conn += len;
     if (!st || !st->ex || st->dispatched)
         return 0;
     int rc = core_exchange_body(st->ex, data, len);
@@ -436,10 +476,59 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     return 0;
 }
 
+static void remember_reset(h2_conn *c, int32_t id)
+{
+    c->reset_ring[c->reset_next++ % RESET_RING] = id;
+}
+
+static bool reset_lately(const h2_conn *c, int32_t id)
+{
+    for (unsigned i = 0; i < RESET_RING; i++)
+        if (c->reset_ring[i] == id)
+            return true;
+    return false;
+}
+
+/* RFC 9113 §5.1.1: a client's new stream id must exceed every id it used before; opening one
+ * implicitly closes the lower idle ones. nghttp2 ignores HEADERS on such a stream, so the
+ * connection error is raised here — except for streams reset lately, whose trailers may
+ * legitimately still be on their way. */
+static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ud)
+{
+    h2_conn *c = ud;
+    if (hd->type != NGHTTP2_HEADERS || hd->stream_id <= 0 || (hd->stream_id & 1) == 0)
+        return 0;
+    if (hd->stream_id > c->max_stream_id) {
+        c->max_stream_id = hd->stream_id;
+        return 0;
+    }
+    if (!nghttp2_session_find_stream(ng, hd->stream_id) && !reset_lately(c, hd->stream_id))
+        nghttp2_session_terminate_session(ng, NGHTTP2_PROTOCOL_ERROR);
+    return 0;
+}
+
+/* After a codec-made answer (413, 431) has gone out whole, the rest of the request is refused
+ * with RST_STREAM(NO_ERROR) (§8.1). */
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    h2_conn *c = ud;
+    if (f->hd.type == NGHTTP2_RST_STREAM) {
+        remember_reset(c, f->hd.stream_id);
+        return 0;
+    }
+    if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (st && st->refused && !st->remote_ended)
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *ud)
 {
-    (void)error_code;
-    (void)ud;
+    h2_conn *c = ud;
+    if (error_code != NGHTTP2_NO_ERROR)
+        remember_reset(c, id);
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
     if (!st)
         return 0;
@@ -468,29 +557,39 @@ static void set_phase_timer(h2_conn *c)
         io_timer_stop(c->s.loop, &c->timer);
 }
 
-/* Moves nghttp2's pending frames into the output buffer, bounded so a peer that does not read
- * cannot make us buffer without limit. */
+/* Moves nghttp2's pending frames into the output buffer and writes them, a bounded amount at a
+ * time so a peer that does not read cannot make us buffer without limit. It goes on while the
+ * socket takes everything: stopping with frames still inside nghttp2 and nothing queued would
+ * leave no event to resume from. */
 static void pump_output(h2_conn *c)
 {
-    while (io_buf_size(&c->s.out) < OUTPUT_CHUNK_MAX) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-        if (n < 0) {
-            core_log(c->w, NOOK_LOG_WARN, "%.*s: h2: %s", (int)c->peer_len, c->peer,
-                     nghttp2_strerror((int)n));
+    for (;;) {
+        bool produced = false;
+        while (io_buf_size(&c->s.out) < OUTPUT_CHUNK_MAX) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0) {
+                core_log(c->w, NOOK_LOG_WARN, "%.*s: h2: %s", (int)c->peer_len, c->peer,
+                         nghttp2_strerror((int)n));
+                c->close_now = true;
+                return;
+            }
+            if (n == 0)
+                break;
+            if (io_stream_queue(&c->s, data, (size_t)n) != NOOK_OK) {
+                c->close_now = true;
+                return;
+            }
+            produced = true;
+        }
+        int rc = io_stream_flush(&c->s);
+        if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
             c->close_now = true;
             return;
         }
-        if (n == 0)
-            break;
-        if (io_stream_queue(&c->s, data, (size_t)n) != NOOK_OK) {
-            c->close_now = true;
-            return;
-        }
+        if (rc == NOOK_AGAIN || !produced || !nghttp2_session_want_write(c->ng))
+            return; /* EPOLLOUT brings us back, or nothing is left */
     }
-    int rc = io_stream_flush(&c->s);
-    if (rc == NOOK_ECLOSED || rc == NOOK_ESYS)
-        c->close_now = true;
 }
 
 static void notify_writable(h2_conn *c)
@@ -516,6 +615,7 @@ static void feed_input(h2_conn *c)
         return;
     }
     io_buf_consume(&c->s.in, (size_t)used);
+    consume_received(c);
 }
 
 static void service(h2_conn *c)
@@ -630,12 +730,15 @@ static int session_new(h2_conn *c)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option *o;
     if (nghttp2_option_new(&o) != 0) {
         nghttp2_session_callbacks_del(cbs);
         return NOOK_ENOMEM;
     }
     nghttp2_option_set_max_settings(o, 32);
+    nghttp2_option_set_no_auto_window_update(o, 1);
     c->mem = (nghttp2_mem){(void *)alloc_of(c), mem_malloc, mem_free, mem_calloc, mem_realloc};
     int rv = nghttp2_session_server_new3(&c->ng, cbs, c, o, &c->mem);
     nghttp2_option_del(o);
