@@ -302,6 +302,16 @@ NOOK_API int nook_req_header_at(const nook_req *req, size_t index, nook_str *nam
 /* The whole request body (empty if none). */
 NOOK_API nook_str nook_req_body(const nook_req *req);
 
+/* The protocol that carried the request, for logs: "HTTP/1.0", "HTTP/1.1" or "HTTP/2" (a static
+ * string). Handlers must not need it: everything else is the same whatever the protocol. */
+NOOK_API const char *nook_req_protocol(const nook_req *req);
+
+/* Microseconds since the request's head was complete (for access logs and metrics). */
+NOOK_API int64_t nook_req_elapsed_us(const nook_req *req);
+
+/* Response body bytes handed to the connection so far (after body filters). */
+NOOK_API uint64_t nook_res_bytes_sent(const nook_req *req);
+
 /* Memory that lives as long as the request (aligned for any type); NULL when out of memory. */
 NOOK_API void *nook_req_alloc(nook_req *req, size_t size);
 
@@ -432,6 +442,19 @@ NOOK_API int nook_token_post(nook_token *t, nook_handler_fn fn, void *user_data)
 
 /* Drops the caller's token. THREAD-SAFE. Tokens must be released before nook_server_free(). */
 NOOK_API void nook_token_release(nook_token *t);
+
+/* ---------------------------------------------------------------------------------------------
+ * Built-in middleware (lib/mw/): each is registered like any middleware, with nook_use()'s
+ * prefix rules, and configured by the arguments of its registration call.
+ * ------------------------------------------------------------------------------------------- */
+
+/* @@MW-LOG@@ */
+
+/* @@MW-CORS-REQID-RATELIMIT@@ */
+
+/* @@MW-STATIC@@ */
+
+/* @@MW-COMPRESS@@ */
 
 #ifdef __cplusplus
 }

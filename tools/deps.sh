@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config   # the build
   libmbedtls-dev libnghttp2-dev      # TLS and HTTP/2
+  zlib1g-dev libbrotli-dev           # compression middleware (gzip, br)
   clang libclang-rt-14-dev           # libFuzzer harnesses
   python3 curl                       # integration tests: Debian's python3 and a real client
   nghttp2-client openssl             # real HTTP/2 and TLS peers (nghttp, h2load, s_client)

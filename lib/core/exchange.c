@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/arena.h"
 #include "core/pct.h"
@@ -57,6 +58,9 @@ struct nook_req {
     core_arena arena;
 
     nook_str method, path, query, peer;
+    const char *protocol;
+    int64_t start_us;
+    uint64_t bytes_sent;
     hdr_list req_hdrs;
     io_buf body;
     size_t nparams;
@@ -111,6 +115,7 @@ nook_req *core_exchange_new(core_worker *w, const core_stream_ops *ops, void *st
     r->stream = stream;
     r->status = 200;
     r->declared_len = -1;
+    r->protocol = "HTTP/1.1";
     size_t n = peer.len < PEER_MAX ? peer.len : PEER_MAX - 1;
     memcpy(r->peer_buf, peer.ptr, n);
     r->peer = (nook_str){r->peer_buf, n};
@@ -212,6 +217,21 @@ static nook_str arena_str(core_arena *a, const char *p, size_t n)
     char *q = core_arena_dup(a, p, n);
     return (nook_str){q, q ? n : 0};
 }
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void core_exchange_set_protocol(nook_req *r, const char *name) { r->protocol = name; }
+
+const char *nook_req_protocol(const nook_req *r) { return r ? r->protocol : ""; }
+
+int64_t nook_req_elapsed_us(const nook_req *r) { return r ? now_us() - r->start_us : 0; }
+
+uint64_t nook_res_bytes_sent(const nook_req *r) { return r ? r->bytes_sent : 0; }
 
 int core_exchange_set_target(nook_req *r, nook_str method, nook_str target)
 {
@@ -331,6 +351,7 @@ static void run_chain(nook_req *r)
 
 void core_exchange_dispatch(nook_req *r)
 {
+    r->start_us = now_us();
     r->depth++;
     run_chain(r);
     r->depth--;
@@ -602,6 +623,7 @@ static int sink(nook_req *r, const void *p, size_t n, bool end)
                 return rc;
         }
     }
+    r->bytes_sent += n;
     return r->ops->send_body(r->stream, p, n, end);
 }
 

@@ -358,6 +358,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     h2_stream *st = stream_new(c, f->hd.stream_id);
     if (st)
         st->ex = core_exchange_new(c->w, &h2_ops, st, (nook_str){c->peer, c->peer_len});
+    if (st && st->ex)
+        core_exchange_set_protocol(st->ex, "HTTP/2");
     if (!st || !st->ex) {
         if (st)
             stream_free(st);
