@@ -41,7 +41,8 @@ typedef struct h2_stream {
     bool refused;      /* answered by the codec itself (413, 431...) */
     int refuse_status; /* set while headers arrive: answer this once they are complete */
     bool remote_ended; /* the request's END_STREAM arrived */
-    size_t unconsumed; /* request bytes received, not yet credited back to the peer */
+    size_t frame_bytes; /* bytes of the DATA frame still arriving */
+    size_t unconsumed;  /* bytes of complete DATA frames, not yet credited back to the peer */
     const core_hdr *trailers; /* in the exchange's memory, valid while ex lives */
     size_t ntrailers;
 } h2_stream;
@@ -119,7 +120,7 @@ static void stream_free(h2_stream *st)
     st->prev->next = st->next;
     st->next->prev = st->prev;
     c->nstreams--;
-    c->unconsumed_conn += st->unconsumed;
+    c->unconsumed_conn += st->unconsumed + st->frame_bytes;
     io_buf_free(&st->out, alloc_of(c));
     io_free(alloc_of(c), st);
 }
@@ -438,6 +439,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (st && f->hd.type == NGHTTP2_DATA) {
+        st->unconsumed += st->frame_bytes;
+        st->frame_bytes = 0;
+    }
     if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         st->remote_ended = true;
     if (!st || !st->ex || st->dispatched)
@@ -464,10 +469,11 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     (void)flags;
     h2_conn *c = ud;
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, id);
-    /* Credit flow control only after the whole input batch (consume_received): crediting as we
-     * go would let a peer send past the window it was given. */
+    /* Credit flow control only for complete DATA frames, after the whole input batch
+     * (consume_received): crediting as bytes arrive would let a peer send past the window it
+     * was given, even within a single frame. */
     if (st)
-        st->unconsumed += len;
+        st->frame_bytes += len;
     else
         c->unconsumed_conn += len;
     if (!st || !st->ex || st->dispatched)
@@ -544,10 +550,21 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
  * I/O
  * ------------------------------------------------------------------------------------------- */
 
+/* Streams whose request is still arriving: they hold memory, so silence on them is bounded. */
+static bool receiving(const h2_conn *c)
+{
+    for (const h2_stream *st = c->streams.next; st != &c->streams; st = st->next)
+        if (!st->dispatched && !st->remote_ended)
+            return true;
+    return false;
+}
+
 static void set_phase_timer(h2_conn *c)
 {
     uint64_t ms;
-    if (io_buf_size(&c->s.out) > 0)
+    if (receiving(c))
+        ms = (uint64_t)core_opt(c->lim, NOOK_OPT_BODY_TIMEOUT);
+    else if (io_buf_size(&c->s.out) > 0)
         ms = (uint64_t)core_opt(c->lim, NOOK_OPT_WRITE_TIMEOUT);
     else if (c->nstreams == 0)
         ms = c->draining ? CLOSE_LINGER_MS : (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_TIMEOUT);
@@ -584,12 +601,14 @@ static void pump_output(h2_conn *c)
             }
             produced = true;
         }
+        if (!produced && io_buf_size(&c->s.out) == 0)
+            return; /* nothing queued and nothing nghttp2 can send now */
         int rc = io_stream_flush(&c->s);
         if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
             c->close_now = true;
             return;
         }
-        if (rc == NOOK_AGAIN || !produced || !nghttp2_session_want_write(c->ng))
+        if (rc == NOOK_AGAIN || !nghttp2_session_want_write(c->ng))
             return; /* EPOLLOUT brings us back, or nothing is left */
     }
 }
@@ -630,9 +649,9 @@ static void service(h2_conn *c)
     bool done = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
     if (c->draining && c->nstreams == 0 && io_buf_size(&c->s.out) == 0)
         done = true;
-    if (c->peer_eof && c->nstreams == 0)
-        done = true;
-    if (done && io_buf_size(&c->s.out) == 0)
+    if (c->peer_eof)
+        done = true; /* HTTP/2 has no half-close: the peer is gone, its streams with it */
+    if (done && (io_buf_size(&c->s.out) == 0 || c->peer_eof))
         c->close_now = true;
     if (c->close_now)
         schedule(c);
@@ -701,6 +720,11 @@ static void on_timer(io_timer *t)
         return;
     }
     core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 connection timed out", (int)c->peer_len, c->peer);
+    if (!c->draining) {
+        /* Say why before closing; whatever is in flight is cancelled. */
+        nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+        pump_output(c);
+    }
     c->close_now = true;
     schedule(c);
 }
