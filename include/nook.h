@@ -239,6 +239,12 @@ NOOK_API int nook_server_port(const nook_server *srv, size_t index);
 NOOK_API int nook_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *user_data,
                         nook_free_fn free_ud);
 
+/* Like nook_route(), for handlers that read the request body in pieces (uploads of any size):
+ * the handler runs as soon as the request head is complete, before the body, and receives it
+ * through nook_req_on_body(). NOOK_OPT_MAX_BODY does not apply: the handler decides. */
+NOOK_API int nook_route_streaming(nook_server *srv, const char *pattern, nook_handler_fn fn,
+                                  void *user_data, nook_free_fn free_ud);
+
 /* ---------------------------------------------------------------------------------------------
  * Running
  * ------------------------------------------------------------------------------------------- */
@@ -311,6 +317,18 @@ NOOK_API int64_t nook_req_elapsed_us(const nook_req *req);
 
 /* Response body bytes handed to the connection so far (after body filters). */
 NOOK_API uint64_t nook_res_bytes_sent(const nook_req *req);
+
+/* Request body pieces for a handler registered with nook_route_streaming(), in order; end is 1
+ * on the last call (len may be 0). Return NOOK_OK for more, or NOOK_AGAIN to pause: no more
+ * pieces come until nook_req_resume_body(), and the client is held back meanwhile (TCP or HTTP/2
+ * flow control), so memory stays bounded. Pieces that arrive with no callback set are dropped.
+ * Answering before the body has arrived is allowed (the rest is then discarded). */
+typedef int (*nook_body_fn)(nook_req *req, const void *data, size_t len, int end,
+                            void *user_data);
+NOOK_API int nook_req_on_body(nook_req *req, nook_body_fn fn, void *user_data);
+
+/* Ends a pause requested by a body callback's NOOK_AGAIN. NOOK_ESTATE if not paused. */
+NOOK_API int nook_req_resume_body(nook_req *req);
 
 /* Memory that lives as long as the request (aligned for any type); NULL when out of memory. */
 NOOK_API void *nook_req_alloc(nook_req *req, size_t size);
@@ -393,7 +411,9 @@ NOOK_API nook_str nook_res_get_header(const nook_req *req, const char *name);
  * len 0), and passes on what it wants sent with nook_filter_pass() — zero or more times per
  * call. Filters added later run first (they are closer to the handler). With any filter, a
  * whole response goes out with unknown length (chunked on HTTP/1.1): filters change sizes.
- * Add filters before the response starts (NOOK_ESTATE after). */
+ * Add filters before the response starts or from a NOOK_ON_HEADERS hook — the place to decide
+ * per response (compression adds its filter only for responses it compresses, so the others
+ * keep their Content-Length). NOOK_ESTATE after. */
 typedef int (*nook_filter_fn)(nook_req *req, const void *data, size_t len, int end,
                               void *user_data);
 NOOK_API int nook_req_filter(nook_req *req, nook_filter_fn fn, void *user_data);

@@ -81,6 +81,12 @@ struct nook_req {
     bool in_headers_hook; /* NOOK_ON_HEADERS hooks may still edit the head */
     size_t mw_next;       /* index of the next middleware to consider */
     nook_token *token;    /* set by nook_req_suspend */
+    void *route;          /* the matched route's target, or NULL (404/405) */
+    char *allow;          /* the Allow value for a 405 */
+    bool streaming;       /* the route takes the body in pieces */
+    bool body_paused;     /* its body callback asked to wait */
+    nook_body_fn body_fn;
+    void *body_ud;
     hook *hooks[NOOK_ON_HEADERS + 1];
     filter *filters;
     filter *filter_at; /* the filter running now (nook_filter_pass continues after it) */
@@ -88,6 +94,7 @@ struct nook_req {
 };
 
 void core_route_call(void *target, nook_req *req);
+bool core_route_streams_body(const void *target);
 static void token_unref(nook_token *t);
 
 /* ---------------------------------------------------------------------------------------------
@@ -276,6 +283,18 @@ int core_exchange_add_header(nook_req *r, nook_str name, nook_str value)
 
 int core_exchange_body(nook_req *r, const void *p, size_t n)
 {
+    if (r->streaming) {
+        if (!r->body_fn || r->cancelled || n == 0)
+            return NOOK_OK;
+        r->depth++;
+        int rc = r->body_fn(r, p, n, 0, r->body_ud);
+        r->depth--;
+        if (rc == NOOK_AGAIN) {
+            r->body_paused = true;
+            return NOOK_AGAIN;
+        }
+        return NOOK_OK;
+    }
     const core_limits *lim = core_worker_limits(r->w);
     return io_buf_append(&r->body, core_worker_alloc(r->w), p, n,
                          (size_t)core_opt(lim, NOOK_OPT_MAX_BODY));
@@ -290,7 +309,9 @@ static void respond_error(nook_req *r, int status, const char *text)
  * forever: answer 500 for it. */
 static void require_progress(nook_req *r, const char *what, size_t mw_before)
 {
-    if (r->state == RES_NONE && !r->cancelled && !r->token && r->mw_next == mw_before) {
+    bool waits_for_body = r->streaming && r->body_fn;
+    if (r->state == RES_NONE && !r->cancelled && !r->token && !waits_for_body &&
+        r->mw_next == mw_before) {
         core_log(r->w, NOOK_LOG_ERROR, "%s for %.*s %.*s returned without responding", what,
                  (int)r->method.len, r->method.ptr, (int)r->path.len, r->path.ptr);
         respond_error(r, 500, "Internal Server Error\n");
@@ -305,24 +326,35 @@ static bool prefix_covers(const core_mw *m, nook_str path)
            (path.len == m->prefix_len || path.ptr[m->prefix_len] == '/');
 }
 
-static void route(nook_req *r)
+/* Matches the route once, when the head is complete (a streaming route must be known before
+ * the body arrives); dispatch uses the stored result. */
+static void match_route(nook_req *r)
 {
     const core_router *router = core_worker_router(r->w);
     core_route_match m;
-    int rc = NOOK_ENOTFOUND;
     m.allow[0] = '\0';
-    if (router)
-        rc = core_router_match(router, r->method.ptr, r->method.len, r->path.ptr, r->path.len, &m);
-    if (rc == NOOK_OK) {
+    if (router &&
+        core_router_match(router, r->method.ptr, r->method.len, r->path.ptr, r->path.len, &m) ==
+            NOOK_OK) {
+        r->route = m.target;
         r->nparams = m.nparams;
         memcpy(r->params, m.params, m.nparams * sizeof m.params[0]);
+        r->streaming = core_route_streams_body(m.target);
+    } else if (m.allow[0]) {
+        r->allow = core_arena_strndup(&r->arena, m.allow, strlen(m.allow));
+    }
+}
+
+static void route(nook_req *r)
+{
+    if (r->route) {
         size_t mark = r->mw_next;
         r->depth++;
-        core_route_call(m.target, r);
+        core_route_call(r->route, r);
         r->depth--;
         require_progress(r, "handler", mark);
-    } else if (m.allow[0]) {
-        nook_res_set_header(r, "Allow", m.allow);
+    } else if (r->allow) {
+        nook_res_set_header(r, "Allow", r->allow);
         respond_error(r, 405, "Method Not Allowed\n");
     } else {
         respond_error(r, 404, "Not Found\n");
@@ -349,7 +381,7 @@ static void run_chain(nook_req *r)
     require_progress(r, "middleware", mark);
 }
 
-void core_exchange_dispatch(nook_req *r)
+static void dispatch(nook_req *r)
 {
     r->start_us = now_us();
     r->depth++;
@@ -357,6 +389,48 @@ void core_exchange_dispatch(nook_req *r)
     r->depth--;
     if (r->release_pending && r->depth == 0)
         release(r);
+}
+
+bool core_exchange_head_done(nook_req *r)
+{
+    match_route(r);
+    if (r->streaming)
+        dispatch(r);
+    return r->streaming;
+}
+
+void core_exchange_body_end(nook_req *r)
+{
+    if (!r->streaming) {
+        dispatch(r);
+        return;
+    }
+    if (r->body_fn && !r->cancelled) {
+        r->depth++;
+        r->body_fn(r, NULL, 0, 1, r->body_ud);
+        r->depth--;
+    }
+}
+
+int nook_req_on_body(nook_req *r, nook_body_fn fn, void *user_data)
+{
+    if (!r || !fn || !r->streaming)
+        return NOOK_EINVAL;
+    r->body_fn = fn;
+    r->body_ud = user_data;
+    return NOOK_OK;
+}
+
+int nook_req_resume_body(nook_req *r)
+{
+    if (!r)
+        return NOOK_EINVAL;
+    if (!r->body_paused)
+        return NOOK_ESTATE;
+    r->body_paused = false;
+    if (!r->cancelled)
+        r->ops->resume_body(r->stream);
+    return NOOK_OK;
 }
 
 int nook_next(nook_req *r)
@@ -476,7 +550,7 @@ int nook_req_filter(nook_req *r, nook_filter_fn fn, void *user_data)
 {
     if (!r || !fn)
         return NOOK_EINVAL;
-    if (r->state != RES_NONE)
+    if (r->state != RES_NONE && !r->in_headers_hook)
         return NOOK_ESTATE;
     filter *f = core_arena_alloc(&r->arena, sizeof *f);
     if (!f)

@@ -4,8 +4,9 @@
  *   codec → core                            core → codec (core_stream_ops)
  *   core_exchange_new     a request begins  send_head   status + headers (+ length if known)
  *   core_exchange_set_target / add_header   send_body   body bytes, last piece flagged
- *   core_exchange_body    request body      queued      bytes not yet on the wire (backpressure)
- *   core_exchange_dispatch  run handler     abort       the response is broken: reset/close
+ *   core_exchange_head_done  route it       queued      bytes not yet on the wire (backpressure)
+ *   core_exchange_body    request body      abort       the response is broken: reset/close
+ *   core_exchange_body_end  run handler     resume_body a paused streaming upload goes on
  *   core_exchange_writable  output drained
  *   core_exchange_cancel    peer went away
  *   core_exchange_finish    response fully handed to the transport (or failed): release
@@ -47,6 +48,9 @@ typedef struct core_stream_ops {
     size_t (*queued)(void *stream);
     /* The response cannot be completed (handler broke framing): reset the stream or close. */
     void (*abort)(void *stream);
+    /* A streaming handler paused the request body (core_exchange_body said NOOK_AGAIN) and now
+     * wants more: deliver what is held, then go on reading. */
+    void (*resume_body)(void *stream);
 } core_stream_ops;
 
 /* Starts an exchange on a worker; peer is the client's address text (copied). NULL on ENOMEM. */
@@ -63,11 +67,17 @@ void core_exchange_set_protocol(nook_req *req, const char *name);
 /* One request header (copied). NOOK_OK or NOOK_ENOMEM. */
 int core_exchange_add_header(nook_req *req, nook_str name, nook_str value);
 
-/* Appends request body bytes. NOOK_OK, NOOK_ELIMIT (past NOOK_OPT_MAX_BODY), NOOK_ENOMEM. */
+/* The request head is complete: route it. Returns true when the route streams the body: the
+ * handler has then run already, and body pieces go to it as they come. */
+bool core_exchange_head_done(nook_req *req);
+
+/* Request body bytes: buffered (NOOK_ELIMIT past NOOK_OPT_MAX_BODY, NOOK_ENOMEM), or for a
+ * streaming route handed to the handler — NOOK_AGAIN then means "delivered; hold the rest until
+ * ops->resume_body". */
 int core_exchange_body(nook_req *req, const void *p, size_t n);
 
-/* The request is complete: route it and run the handler. */
-void core_exchange_dispatch(nook_req *req);
+/* The body is complete: a buffered request is dispatched now; a streaming one gets its end. */
+void core_exchange_body_end(nook_req *req);
 
 /* The codec's output for this exchange dropped below the low-water mark. */
 void core_exchange_writable(nook_req *req);

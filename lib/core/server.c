@@ -66,6 +66,7 @@ typedef struct route_target {
     nook_handler_fn fn;
     void *user_data;
     nook_free_fn free_ud;
+    bool stream_body;
 } route_target;
 
 struct nook_server {
@@ -265,8 +266,8 @@ static void free_route_target(void *p)
     io_free(t->alloc, t);
 }
 
-int nook_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *user_data,
-               nook_free_fn free_ud)
+static int add_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *user_data,
+                     nook_free_fn free_ud, bool stream_body)
 {
     if (!srv || !pattern || !fn)
         return NOOK_EINVAL;
@@ -281,7 +282,7 @@ int nook_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *
     route_target *t = io_malloc(&srv->alloc, sizeof *t);
     if (!t)
         return NOOK_ENOMEM;
-    *t = (route_target){&srv->alloc, fn, user_data, free_ud};
+    *t = (route_target){&srv->alloc, fn, user_data, free_ud, stream_body};
     int rc = core_router_add(srv->router, pattern, t);
     if (rc != NOOK_OK) {
         io_free(&srv->alloc, t);
@@ -321,12 +322,30 @@ const core_mw *core_worker_middleware(const core_worker *w, size_t *count)
     return w->srv->mws;
 }
 
-/* The exchange calls the handler through this, so route targets stay private to this file. */
+int nook_route(nook_server *srv, const char *pattern, nook_handler_fn fn, void *user_data,
+               nook_free_fn free_ud)
+{
+    return add_route(srv, pattern, fn, user_data, free_ud, false);
+}
+
+int nook_route_streaming(nook_server *srv, const char *pattern, nook_handler_fn fn,
+                         void *user_data, nook_free_fn free_ud)
+{
+    return add_route(srv, pattern, fn, user_data, free_ud, true);
+}
+
+/* The exchange calls handlers through these, so route targets stay private to this file. */
 void core_route_call(void *target, nook_req *req);
 void core_route_call(void *target, nook_req *req)
 {
     route_target *t = target;
     t->fn(req, t->user_data);
+}
+
+bool core_route_streams_body(const void *target);
+bool core_route_streams_body(const void *target)
+{
+    return ((const route_target *)target)->stream_body;
 }
 
 /* ---------------------------------------------------------------------------------------------

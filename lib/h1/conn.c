@@ -50,6 +50,8 @@ typedef struct h1_conn {
     bool stopping;     /* the server is draining */
     bool peer_eof;     /* the peer will send nothing more */
     bool in_process;
+    bool head_sent;       /* this response's head is queued */
+    bool body_paused;     /* a streaming handler asked to hold the request body */
     bool want_writable;   /* the handler was told to wait (output above the high-water mark) */
     bool notify_writable; /* output fell below half of it since: tell the handler */
     char peer[64];
@@ -181,6 +183,9 @@ static int queue_head(h1_conn *c, int status, const core_hdr *h, size_t n, int64
         else
             want_close = true; /* HTTP/1.0 with unknown length: the close delimits the body */
     }
+    /* An answer before the request body was read: the rest of it will not be, so close. */
+    if (c->phase == PH_BODY && !h1_body_done(&c->body))
+        want_close = true;
     if (want_close || c->stopping || c->nrequests >= opt(c, NOOK_OPT_MAX_REQUESTS_PER_CONN))
         c->keep_alive = false;
 
@@ -280,6 +285,7 @@ static int op_send_head(void *stream, int status, const core_hdr *h, size_t n, i
     int rc = queue_head(c, status, h, n, clen, end);
     if (rc != NOOK_OK)
         return rc;
+    c->head_sent = true;
     if (end)
         mark_ended(c);
     return NOOK_OK;
@@ -363,8 +369,19 @@ static void op_abort(void *stream)
     schedule(c);
 }
 
-static const core_stream_ops h1_ops = {op_send_head, op_send_body, op_send_trailers, op_queued,
-                                       op_abort};
+static void op_resume_body(void *stream)
+{
+    h1_conn *c = stream;
+    c->body_paused = false;
+    if (c->phase == PH_BODY)
+        set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
+    if (!c->peer_eof)
+        io_stream_want_read(&c->s, true);
+    schedule(c);
+}
+
+static const core_stream_ops h1_ops = {op_send_head,  op_send_body, op_send_trailers,
+                                       op_queued,     op_abort,     op_resume_body};
 
 /* ---------------------------------------------------------------------------------------------
  * Errors and closing
@@ -426,6 +443,8 @@ static void wait_for_request(h1_conn *c)
     c->phase = PH_HEAD;
     h1_parser_init(&c->parser);
     c->res_ended = false;
+    c->head_sent = false;
+    c->body_paused = false;
     if ((c->stopping || c->peer_eof) && io_buf_size(&c->s.in) == 0) {
         begin_close(c);
         return;
@@ -464,15 +483,18 @@ static void start_request(h1_conn *c, size_t head_len)
     }
     io_buf_consume(&c->s.in, head_len);
     c->keep_alive = c->head.keep_alive;
-    if (c->head.content_length > (int64_t)opt(c, NOOK_OPT_MAX_BODY)) {
+    h1_body_init(&c->body, &c->head, opt(c, NOOK_OPT_MAX_HEADER_BYTES));
+    c->phase = PH_BODY;
+    set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
+    /* A streaming route's handler runs now, before the body (and may already answer). */
+    bool streaming = core_exchange_head_done(c->ex);
+    if (!streaming && c->head.content_length > (int64_t)opt(c, NOOK_OPT_MAX_BODY)) {
         send_error(c, 413);
         return;
     }
-    h1_body_init(&c->body, &c->head, opt(c, NOOK_OPT_MAX_HEADER_BYTES));
-    if (!h1_body_done(&c->body) && c->head.expect_continue && c->head.version_minor >= 1)
+    if (!h1_body_done(&c->body) && c->head.expect_continue && c->head.version_minor >= 1 &&
+        !c->head_sent)
         io_stream_queue(&c->s, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    c->phase = PH_BODY;
-    set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
 }
 
 static void parse_head(h1_conn *c)
@@ -498,7 +520,7 @@ static void parse_head(h1_conn *c)
 
 static void read_body(h1_conn *c)
 {
-    while (!h1_body_done(&c->body) && io_buf_size(&c->s.in) > 0) {
+    while (!h1_body_done(&c->body) && io_buf_size(&c->s.in) > 0 && !c->body_paused) {
         size_t used;
         const char *data;
         size_t dlen;
@@ -510,7 +532,12 @@ static void read_body(h1_conn *c)
         }
         if (rc == H1_BODY_DATA) {
             int brc = core_exchange_body(c->ex, data, dlen);
-            if (brc != NOOK_OK) {
+            if (brc == NOOK_AGAIN) {
+                /* Held back: the input buffer fills, then TCP stops the client. */
+                c->body_paused = true;
+                io_timer_stop(c->s.loop, &c->timer);
+                c->timer_kind = T_NONE;
+            } else if (brc != NOOK_OK) {
                 send_error(c, brc == NOOK_ELIMIT ? 413 : 503);
                 return;
             }
@@ -525,7 +552,7 @@ static void read_body(h1_conn *c)
     c->nrequests++;
     io_timer_stop(c->s.loop, &c->timer);
     c->timer_kind = T_NONE;
-    core_exchange_dispatch(c->ex);
+    core_exchange_body_end(c->ex);
 }
 
 /* The response has been queued: release the exchange and move to the next request. */
@@ -554,6 +581,15 @@ static void process(h1_conn *c)
             finish_response(c);
             continue;
         }
+        if (c->phase == PH_BODY && c->res_ended) {
+            /* Answered before the body was read: the rest is not wanted; close after it. */
+            c->keep_alive = false;
+            c->nrequests++;
+            c->phase = PH_WAIT;
+            continue;
+        }
+        if (c->body_paused)
+            break;
         /* A client pipelining requests without reading answers is paused here. */
         if (io_buf_size(&c->s.out) >= high)
             break;
@@ -561,8 +597,8 @@ static void process(h1_conn *c)
         size_t in_before = io_buf_size(&c->s.in);
         if (in_before > 0 && c->phase == PH_HEAD)
             parse_head(c);
-        if (c->phase == PH_BODY)
-            read_body(c);
+        if (c->phase == PH_BODY && c->ex && !c->close_after)
+            read_body(c); /* not after a rejection (send_error drops the exchange) */
         if (c->phase == before && io_buf_size(&c->s.in) == in_before) {
             /* Needs more input; after EOF none will come. */
             if (c->peer_eof) {

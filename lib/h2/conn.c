@@ -34,7 +34,11 @@ typedef struct h2_stream {
     size_t nheaders;
     nook_str method, path, authority;
     bool have_host;
-    bool dispatched;
+    bool dispatched;   /* the handler has run (at the head for streaming routes) */
+    bool body_done;    /* the body's end was given to the core */
+    bool paused;       /* a streaming handler holds the body: data waits in `held` */
+    bool end_held;     /* END_STREAM arrived while paused */
+    io_buf held;       /* bounded by the window we granted: paused data is not credited */
     bool body_end;     /* the core gave the last body piece */
     bool deferred;     /* nghttp2 is waiting for resume_data */
     bool eof_sent;     /* the data source reported EOF: the response is complete */
@@ -120,8 +124,9 @@ static void stream_free(h2_stream *st)
     st->prev->next = st->next;
     st->next->prev = st->prev;
     c->nstreams--;
-    c->unconsumed_conn += st->unconsumed + st->frame_bytes;
+    c->unconsumed_conn += st->unconsumed + st->frame_bytes + io_buf_size(&st->held);
     io_buf_free(&st->out, alloc_of(c));
+    io_buf_free(&st->held, alloc_of(c));
     io_free(alloc_of(c), st);
 }
 
@@ -323,8 +328,15 @@ static void op_abort(void *stream)
     reset_stream(st->c, st->id, NGHTTP2_INTERNAL_ERROR);
 }
 
-static const core_stream_ops h2_ops = {op_send_head, op_send_body, op_send_trailers, op_queued,
-                                       op_abort};
+static void op_resume_body(void *stream)
+{
+    h2_stream *st = stream;
+    st->paused = false;
+    schedule(st->c); /* deliver_held runs from the connection's own context */
+}
+
+static const core_stream_ops h2_ops = {op_send_head, op_send_body, op_send_trailers,
+                                       op_queued,    op_abort,     op_resume_body};
 
 /* ---------------------------------------------------------------------------------------------
  * Request side: nghttp2 callbacks
@@ -427,10 +439,21 @@ static int finish_head(h2_stream *st)
     return rc;
 }
 
-static void dispatch(h2_stream *st)
+static void body_end(h2_stream *st)
 {
+    st->body_done = true;
     st->dispatched = true;
-    core_exchange_dispatch(st->ex);
+    core_exchange_body_end(st->ex);
+}
+
+/* Gives request body bytes to the core; a streaming handler may pause (NOOK_AGAIN). */
+static void deliver(h2_stream *st, const uint8_t *data, size_t len)
+{
+    int rc = core_exchange_body(st->ex, data, len);
+    if (rc == NOOK_AGAIN)
+        st->paused = true;
+    else if (rc != NOOK_OK)
+        refuse(st, rc == NOOK_ELIMIT ? 413 : 503);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
@@ -445,21 +468,30 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     }
     if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         st->remote_ended = true;
-    if (!st || !st->ex || st->dispatched)
+    if (!st || !st->ex || st->body_done)
         return 0;
     if (st->refuse_status) {
         refuse(st, st->refuse_status);
         return 0;
     }
-    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST &&
-        finish_head(st) != NOOK_OK) {
-        core_exchange_cancel(st->ex);
-        st->ex = NULL;
-        reset_stream(c, st->id, NGHTTP2_PROTOCOL_ERROR);
-        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        if (finish_head(st) != NOOK_OK) {
+            core_exchange_cancel(st->ex);
+            st->ex = NULL;
+            reset_stream(c, st->id, NGHTTP2_PROTOCOL_ERROR);
+            return 0;
+        }
+        /* A streaming route's handler runs now, before the body. */
+        st->dispatched = core_exchange_head_done(st->ex);
+        if (!st->ex)
+            return 0;
     }
-    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM)
-        dispatch(st);
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        if (st->paused)
+            st->end_held = true; /* after the held data */
+        else
+            body_end(st);
+    }
     return 0;
 }
 
@@ -472,15 +504,20 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     /* Credit flow control only for complete DATA frames, after the whole input batch
      * (consume_received): crediting as bytes arrive would let a peer send past the window it
      * was given, even within a single frame. */
-    if (st)
-        st->frame_bytes += len;
-    else
+    if (!st) {
         c->unconsumed_conn += len;
-    if (!st || !st->ex || st->dispatched)
         return 0;
-    int rc = core_exchange_body(st->ex, data, len);
-    if (rc != NOOK_OK)
-        refuse(st, rc == NOOK_ELIMIT ? 413 : 503);
+    }
+    if (st->paused && st->ex && !st->body_done) {
+        /* Held, not credited: the peer runs out of window, so this stays bounded by it. */
+        if (io_buf_append(&st->held, alloc_of(c), data, len, SIZE_MAX) != NOOK_OK)
+            refuse(st, 503);
+        return 0;
+    }
+    st->frame_bytes += len;
+    if (!st->ex || st->body_done)
+        return 0;
+    deliver(st, data, len);
     return 0;
 }
 
@@ -554,9 +591,31 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
 static bool receiving(const h2_conn *c)
 {
     for (const h2_stream *st = c->streams.next; st != &c->streams; st = st->next)
-        if (!st->dispatched && !st->remote_ended)
+        if (st->ex && !st->remote_ended && !st->paused)
             return true;
     return false;
+}
+
+/* Resumed streams get what was held while they were paused (credited as it is delivered),
+ * then the end of the body if it came meanwhile. */
+static void deliver_held(h2_conn *c)
+{
+    for (h2_stream *st = c->streams.next; st != &c->streams; st = st->next) {
+        while (!st->paused && st->ex && io_buf_size(&st->held) > 0) {
+            size_t n = io_buf_size(&st->held);
+            if (n > 16384)
+                n = 16384;
+            st->unconsumed += n;
+            const uint8_t *p = (const uint8_t *)io_buf_head(&st->held);
+            io_buf_consume(&st->held, n);
+            deliver(st, p, n);
+        }
+        if (!st->paused && st->end_held && st->ex && io_buf_size(&st->held) == 0) {
+            st->end_held = false;
+            body_end(st);
+        }
+    }
+    consume_received(c);
 }
 
 static void set_phase_timer(h2_conn *c)
@@ -641,6 +700,7 @@ static void feed_input(h2_conn *c)
 
 static void service(h2_conn *c)
 {
+    deliver_held(c);
     feed_input(c);
     if (!c->close_now)
         pump_output(c);

@@ -31,6 +31,9 @@
  *   GET  /peer                 the peer address
  *   /any                       any method: body is the method
  *   GET  /async?ms=N&body=B    answered from another thread after N ms (default 10) with B
+ *   POST /upload[?pause_ms=N][&reject=1]   streaming body: answers "bytes=N fnv=HEX" at the
+ *                              end; pause_ms holds the body after every piece for N ms (a slow
+ *                              consumer: the client is held back); reject answers 401 at once
  *
  * Middleware on /mw (and below):
  *   - "X-Block: 1" in the request → 403 "blocked" (short-circuit, the handler never runs);
@@ -45,6 +48,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -282,7 +286,8 @@ typedef struct late_job {
     struct late_job *next;
     struct timespec due;
     nook_token *token;
-    char *body;
+    nook_handler_fn fn; /* runs on the request's loop */
+    void *arg;
 } late_job;
 
 static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -315,8 +320,8 @@ static void *late_thread(void *arg)
             late_job *j = late_jobs;
             late_jobs = j->next;
             pthread_mutex_unlock(&late_lock);
-            if (nook_token_post(j->token, late_answer, j->body) != NOOK_OK)
-                free(j->body);
+            if (nook_token_post(j->token, j->fn, j->arg) != NOOK_OK)
+                j->fn(NULL, j->arg);
             nook_token_release(j->token);
             free(j);
             pthread_mutex_lock(&late_lock);
@@ -330,11 +335,12 @@ static void *late_thread(void *arg)
     return NULL;
 }
 
-static void answer_later(nook_req *req, long ms, const char *text, size_t len)
+static void run_later(nook_req *req, long ms, nook_handler_fn fn, void *arg)
 {
     late_job *j = calloc(1, sizeof *j);
     j->token = nook_req_suspend(req);
-    j->body = strndup(text, len);
+    j->fn = fn;
+    j->arg = arg;
     clock_gettime(CLOCK_REALTIME, &j->due);
     j->due.tv_nsec += (ms % 1000) * 1000000L;
     j->due.tv_sec += ms / 1000 + j->due.tv_nsec / 1000000000L;
@@ -347,6 +353,58 @@ static void answer_later(nook_req *req, long ms, const char *text, size_t len)
     *pp = j;
     pthread_cond_signal(&late_cond);
     pthread_mutex_unlock(&late_lock);
+}
+
+static void answer_later(nook_req *req, long ms, const char *text, size_t len)
+{
+    run_later(req, ms, late_answer, strndup(text, len));
+}
+
+/* ---- streaming upload ---- */
+
+typedef struct upload {
+    uint64_t bytes;
+    uint32_t fnv;
+    long pause_ms;
+} upload;
+
+static void resume_upload(nook_req *req, void *ud)
+{
+    (void)ud;
+    if (req)
+        nook_req_resume_body(req);
+}
+
+static int upload_piece(nook_req *req, const void *data, size_t len, int end, void *ud)
+{
+    upload *u = ud;
+    for (size_t i = 0; i < len; i++)
+        u->fnv = (u->fnv ^ ((const unsigned char *)data)[i]) * 16777619u;
+    u->bytes += len;
+    if (end) {
+        char out[64];
+        int n = snprintf(out, sizeof out, "bytes=%llu fnv=%08x", (unsigned long long)u->bytes,
+                         u->fnv);
+        nook_respond(req, 200, "text/plain", out, (size_t)n);
+        return NOOK_OK;
+    }
+    if (u->pause_ms > 0) {
+        run_later(req, u->pause_ms, resume_upload, NULL);
+        return NOOK_AGAIN;
+    }
+    return NOOK_OK;
+}
+
+static void on_upload(nook_req *req, void *ud)
+{
+    (void)ud;
+    if (nook_req_query_param(req, "reject").ptr) {
+        nook_respond(req, 401, "text/plain", "no", 2);
+        return;
+    }
+    upload *u = nook_req_alloc(req, sizeof *u);
+    *u = (upload){0, 2166136261u, query_long(req, "pause_ms", 0)};
+    nook_req_on_body(req, upload_piece, u);
 }
 
 static void on_async(nook_req *req, void *ud)
@@ -560,6 +618,7 @@ int main(int argc, char **argv)
         {"GET /mw/late", on_mw_late},
         {"GET /mw/count", on_mw_count},
     };
+    nook_route_streaming(server, "POST /upload", on_upload, NULL, NULL);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         int rc = nook_route(server, routes[i].pattern, routes[i].fn, NULL, NULL);
         if (rc != NOOK_OK) {
