@@ -315,6 +315,9 @@ static int op_send_body(void *stream, const void *p, size_t n, bool end)
         rc = io_stream_queue(&c->s, "0\r\n\r\n", 5);
     if (rc != NOOK_OK)
         return rc;
+    /* The deferred step flushes: writes may come from outside our own event handlers (a
+     * posted callback feeding an event stream), where nothing else would. */
+    schedule(c);
     if (end) {
         mark_ended(c);
     } else if (io_buf_size(&c->s.out) >= opt(c, NOOK_OPT_OUTPUT_HIGH_WATER)) {
