@@ -799,14 +799,23 @@ int nook_res_start(nook_req *r)
     return send_head(r, bodiless ? -1 : len, bodiless);
 }
 
-int nook_res_write(nook_req *r, const void *data, size_t len)
+/* The response can still be written to: not ended, and the client is still there. */
+static int check_open(const nook_req *r)
 {
-    if (!r || (len && !data))
+    if (!r)
         return NOOK_EINVAL;
     if (r->state == RES_ENDED)
         return NOOK_ESTATE;
-    if (r->cancelled)
-        return NOOK_ECLOSED;
+    return r->cancelled ? NOOK_ECLOSED : NOOK_OK;
+}
+
+int nook_res_write(nook_req *r, const void *data, size_t len)
+{
+    if (len && !data)
+        return NOOK_EINVAL;
+    int open = check_open(r);
+    if (open != NOOK_OK)
+        return open;
     if (r->state == RES_NONE) {
         int rc = nook_res_start(r);
         if (rc != NOOK_OK)
@@ -831,12 +840,9 @@ int nook_res_write(nook_req *r, const void *data, size_t len)
 
 int nook_res_end(nook_req *r)
 {
-    if (!r)
-        return NOOK_EINVAL;
-    if (r->state == RES_ENDED)
-        return NOOK_ESTATE;
-    if (r->cancelled)
-        return NOOK_ECLOSED;
+    int open = check_open(r);
+    if (open != NOOK_OK)
+        return open;
     if (r->state == RES_NONE) {
         if (declared_length(&r->res_hdrs) > 0)
             return NOOK_EINVAL;

@@ -902,3 +902,15 @@ def ssl_field(text, label):
     None."""
     m = re.search(r"^\s*%s\s*:\s*(.*?)\s*$" % re.escape(label), text, re.M)
     return m.group(1) if m else None
+
+
+def plain_and_tls_server(binary, *args):
+    """The test server with a cleartext listener and then a TLS one (TLS flags apply to the
+    listeners after them), started; .ports is [cleartext, tls]."""
+    from pathlib import Path
+    data = Path(__file__).resolve().parents[1] / "data"
+    srv = TestServer(binary, "--listen", "127.0.0.1:0", "--tls-cert", str(data / "localhost.crt"),
+                     "--tls-key", str(data / "localhost.key"), "--listen", "127.0.0.1:0", *args,
+                     listen=())
+    srv.nlisten = 2
+    return srv.start()

@@ -9,14 +9,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nooktest as nt  # noqa: E402
 from nooktest import case, eq, expect  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def protocols(ctx):
@@ -144,11 +142,7 @@ def client_gone_before_late_answer(ctx):
 
 
 def setup(opts):
-    srv = nt.TestServer(opts.server, "--listen", "127.0.0.1:0", "--tls-cert",
-                        str(DATA / "localhost.crt"), "--tls-key", str(DATA / "localhost.key"),
-                        "--listen", "127.0.0.1:0", listen=())
-    srv.nlisten = 2
-    srv.start()
+    srv = nt.plain_and_tls_server(opts.server)
     ctx = type("Ctx", (), {})()
     ctx.plain, ctx.tls = srv.ports
     return (ctx,), (srv,)

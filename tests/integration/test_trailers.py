@@ -7,14 +7,12 @@ HEADERS frame over HTTP/2 (what gRPC needs), and dropped when the body is length
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nooktest as nt  # noqa: E402
 from nooktest import case, eq, expect  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @case
@@ -58,12 +56,7 @@ def h2_trailers_frame(ctx):
 
 
 def setup(opts):
-    # A cleartext listener first, then a TLS one (TLS flags apply to the listeners after them).
-    srv = nt.TestServer(opts.server, "--listen", "127.0.0.1:0", "--tls-cert",
-                        str(DATA / "localhost.crt"), "--tls-key", str(DATA / "localhost.key"),
-                        "--listen", "127.0.0.1:0", listen=())
-    srv.nlisten = 2
-    srv.start()
+    srv = nt.plain_and_tls_server(opts.server)
     ctx = type("Ctx", (), {})()
     ctx.h1, ctx.tls = srv.ports
     return (ctx,), (srv,)
