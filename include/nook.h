@@ -382,6 +382,14 @@ NOOK_API int nook_res_trailer(nook_req *req, const char *name, const char *value
  * written (the connection is then reset, as the response is broken). */
 NOOK_API int nook_res_end(nook_req *req);
 
+/* Sends len bytes of an open file, from offset, as the whole response body, and ends the
+ * response. nook takes the descriptor (also on error) and closes it when done. Status and
+ * headers are set before; Content-Length is set to len. Over cleartext HTTP/1.1 without body
+ * filters the kernel copies the bytes (sendfile, zero-copy); otherwise nook reads and writes
+ * them in pieces, with backpressure, so memory stays bounded either way.
+ * Errors: NOOK_ESTATE (a response was started), NOOK_EINVAL (fd < 0), NOOK_ECLOSED. */
+NOOK_API int nook_res_sendfile(nook_req *req, int fd, uint64_t offset, uint64_t len);
+
 /* ---------------------------------------------------------------------------------------------
  * Request events
  * ------------------------------------------------------------------------------------------- */
@@ -468,13 +476,153 @@ NOOK_API void nook_token_release(nook_token *t);
  * prefix rules, and configured by the arguments of its registration call.
  * ------------------------------------------------------------------------------------------- */
 
-/* @@MW-LOG@@ */
+/* Access log ------------------------------------------------------------------------------- */
 
-/* @@MW-CORS-REQID-RATELIMIT@@ */
+/* Line formats. NOOK_ACCESS_COMMON is the Common Log Format:
+ *     127.0.0.1 - - [10/Oct/2024:13:55:36 +0000] "GET /a?b=1 HTTP/1.1" 200 1234
+ * NOOK_ACCESS_COMBINED adds "Referer" "User-Agent" ("-" when absent). NOOK_ACCESS_JSON writes one
+ * object per line:
+ *     {"time":"2024-10-10T13:55:36Z","ip":"127.0.0.1","method":"GET","target":"/a?b=1",
+ *      "protocol":"HTTP/2","status":200,"bytes":1234,"duration_us":873,"referer":null,
+ *      "user_agent":"curl/7.88.1"}
+ * "ip" is the peer address without its port ("::1"; "unix" for a Unix socket), the time is UTC
+ * when the request began, "bytes" counts response body bytes sent, "duration_us" is
+ * nook_req_elapsed_us() when the response has ended. Request text is escaped (CLF: \" \\ \xHH;
+ * JSON: \" \\ \u00HH, and \ufffd for bytes that are not UTF-8), so no client can break or forge
+ * a line. */
+typedef enum nook_access_format {
+    NOOK_ACCESS_COMMON,
+    NOOK_ACCESS_COMBINED,
+    NOOK_ACCESS_JSON
+} nook_access_format;
 
-/* @@MW-STATIC@@ */
+/* Receives one formatted line: len bytes, no newline, not NUL-terminated, valid only during the
+ * call. Called from worker threads, possibly concurrently: it must be thread-safe. */
+typedef void (*nook_access_sink_fn)(const char *line, size_t len, void *user_data);
 
-/* @@MW-COMPRESS@@ */
+/* Logs every request under prefix once its response has ended (NOOK_ON_DONE), so status, bytes
+ * and duration are final; a request whose client went away is logged too, with the status it had.
+ * Register it before other middleware to see the requests they answer themselves.
+ * sink NULL: lines go to stderr with a newline, one write(2) each (so lines from several threads
+ * do not mix). user_data goes to sink; nook does not own it, and it must stay valid until
+ * nook_server_free(). Call before the server runs.
+ * Errors: NOOK_EINVAL (srv NULL, unknown format, prefix not starting with '/'), NOOK_ESTATE
+ * (running), NOOK_ENOMEM. */
+NOOK_API int nook_use_access_log(nook_server *srv, const char *prefix, nook_access_format format,
+                                 nook_access_sink_fn sink, void *user_data);
+
+/* CORS ------------------------------------------------------------------------------------- */
+
+/* Cross-origin resource sharing for requests under prefix. origins is "*" (any origin) or a
+ * comma-separated list of exact origins ("https://app.example, http://localhost:3000"), compared
+ * byte for byte with the request's Origin header.
+ * - An allowed origin's responses get Access-Control-Allow-Origin (the origin itself, or "*"
+ *   when origins is "*" and allow_credentials is 0) and, with allow_credentials,
+ *   Access-Control-Allow-Credentials: true. The headers are added as the response head goes out,
+ *   so they are on every response, also those answered by later middleware.
+ * - A preflight from an allowed origin (OPTIONS with Access-Control-Request-Method) is answered
+ *   here: 204 with those headers plus Access-Control-Allow-Methods (methods; NULL:
+ *   "GET, HEAD, POST"), Access-Control-Allow-Headers (headers, when not NULL) and
+ *   Access-Control-Max-Age (when max_age_seconds > 0). It reaches no later middleware or route.
+ * - Any other origin gets no CORS headers; its request proceeds as usual (the browser then keeps
+ *   the response from the page).
+ * Responses to an allowed origin carry Vary: Origin, and so do all others whenever the answer
+ * depends on the origin (always, unless origins is "*" without credentials), so that caches keep
+ * one answer per origin.
+ * Strings are copied. Call before the server runs. Errors: NOOK_EINVAL (srv or origins NULL, an
+ * empty origin in the list, a control byte in a string, max_age_seconds < 0, bad prefix),
+ * NOOK_ESTATE (running), NOOK_ENOMEM. */
+NOOK_API int nook_use_cors(nook_server *srv, const char *prefix, const char *origins,
+                           const char *methods, const char *headers, int max_age_seconds,
+                           int allow_credentials);
+
+/* Request id ------------------------------------------------------------------------------- */
+
+/* Gives every request under prefix an id that ties the client's view to the server's logs: the
+ * one the client sent in `header` (NULL: "X-Request-Id") when it is 1 to 128 characters of
+ * A-Z a-z 0-9 . _ -, otherwise a new random 128-bit id written as 32 lowercase hex digits. The
+ * id goes back in the same response header, added as the head goes out (so responses answered
+ * by later middleware carry it too). The header name is copied. Call before the server runs.
+ * Errors: NOOK_EINVAL (srv NULL, header not a token, bad prefix), NOOK_ESTATE, NOOK_ENOMEM. */
+NOOK_API int nook_use_request_id(nook_server *srv, const char *prefix, const char *header);
+
+/* Rate limit ------------------------------------------------------------------------------- */
+
+/* Limits how fast each client may send requests under prefix: a token bucket per client
+ * address (without port; all Unix-socket clients share one) that holds up to `burst` requests
+ * and refills at per_second. A request that finds its bucket empty is answered 429 with
+ * Retry-After (seconds until the next token, rounded up) and goes no further.
+ * The buckets are shared by every worker thread (a table split into shards, each with its own
+ * lock) and remember at most max_clients clients (0: 65536): when that many are known, the one
+ * seen least recently in its shard is forgotten, so memory stays bounded (a forgotten client
+ * starts again with a full bucket). Behind a reverse proxy every client has the proxy's address.
+ * Call before the server runs. Errors: NOOK_EINVAL (srv NULL, per_second <= 0, burst < 1, either
+ * not finite, bad prefix), NOOK_ESTATE (running), NOOK_ENOMEM, NOOK_ESYS (getrandom(2) failed:
+ * the table's hash is keyed at random so that clients cannot pick colliding addresses). */
+NOOK_API int nook_use_rate_limit(nook_server *srv, const char *prefix, double per_second,
+                                 double burst, size_t max_clients);
+
+/* Static files. For GET and HEAD requests at or below `prefix` (as for nook_use), the rest of
+ * the path names a file under the directory `root`: "/static/css/a.css" with prefix "/static"
+ * serves ROOT/css/a.css. What it answers:
+ *   - 200 with Content-Type (by extension, about 30 common ones, "; charset=utf-8" for text;
+ *     "application/octet-stream" when unknown), Content-Length, ETag (strong, from size and
+ *     modification time), Last-Modified and Accept-Ranges: bytes; HEAD gets the same head
+ *     without the body.
+ *   - 304 for If-None-Match (weak comparison, "*" included) or, without it, If-Modified-Since
+ *     (any of the three HTTP-date forms; a date in the future is ignored); 412 for a failed
+ *     If-Match / If-Unmodified-Since.
+ *   - 206 with Content-Range for one byte range ("bytes=a-b", "a-", "-n"), honouring If-Range;
+ *     416, with a Content-Range that gives the file's size, when it starts past the end.
+ *     Several ranges in one request are answered with the whole file (200): no multipart
+ *     bodies.
+ *   - 301 to "PATH/" for a directory named without its trailing '/', and its index.html for
+ *     one named with it, both only with NOOK_STATIC_INDEX (and an index.html present).
+ *     Directories are never listed.
+ *   - 404, without touching the file system, for any path that could leave the root or reveal
+ *     what is not meant to be served: ".." or "." segments, encoded dots, slashes or backslashes
+ *     ("%2e%2e", "%2f", "%5c"), raw backslashes, control bytes or "%00", and every segment that
+ *     starts with '.' (".git", ".env"); also 404 when the file's real path, after following
+ *     symlinks, lies outside the real path of root, or is not a regular file.
+ * Anything else — a missing file, another method, a directory without an index — goes on with
+ * nook_next(), so routes registered for those paths still answer. The body is read in 64 KiB
+ * pieces as the connection accepts them, so a large file costs no more memory than a small
+ * one; the file is closed when the request ends, however it ends.
+ * root is resolved (realpath) now and must be a directory; the strings are copied. Call before
+ * the server runs. Errors: NOOK_EINVAL (NULL srv or root, root not a directory, prefix not
+ * starting with '/', unknown flags), NOOK_ENOMEM, and those of nook_use() (NOOK_ESTATE). */
+enum {
+    NOOK_STATIC_INDEX = 1 /* serve index.html for a directory */
+};
+NOOK_API int nook_use_static(nook_server *srv, const char *prefix, const char *root,
+                             unsigned flags);
+
+/* Response compression for requests at or below `prefix`: gzip, and "br" (Brotli) when the
+ * library was built with it, chosen from the request's Accept-Encoding by its q-values ("*"
+ * stands for codings not named; at equal q, br is preferred to gzip; "gzip;q=0" refuses gzip;
+ * "identity" ranked above every acceptable coding keeps the body as it is). When no coding is
+ * acceptable the response goes out unencoded — even if the client said "identity;q=0" — since
+ * a readable answer serves it better than 406. No Accept-Encoding field: no compression.
+ * The decision is made per response just before its head goes out, so it sees what the handler
+ * set. A response is left alone when it already has Content-Encoding, its status is 1xx, 204,
+ * 206 or 304, the request is HEAD, Cache-Control says no-transform, its Content-Type is not
+ * text-like (text/..., JSON, JavaScript, XML, SVG, WebAssembly... — not images, audio, video or
+ * archives), or its Content-Length is below `min_size`. A response whose length is not in its
+ * headers (nook_respond() bodies, streams without Content-Length) counts as large enough. When
+ * it compresses, it sets Content-Encoding, drops Content-Length and Accept-Ranges, makes a
+ * strong ETag weak, and the body goes out chunked (HTTP/1.1). Vary: Accept-Encoding is added
+ * whenever the answer depended on it: to every response of a compressible type that was not
+ * excluded by the rules before it, compressed or not (HEAD and small bodies included).
+ * Each piece the handler writes is compressed and flushed at once, so streamed responses
+ * (server-sent events) reach the client as they are written. Memory per compressed response is
+ * fixed whatever the body size: about 300 KiB for gzip, 1.8 MiB for br.
+ * level: 1 (fastest) .. 9 (smallest), 0 for the default 6 (br uses at most quality 5).
+ * min_size: bytes, 0 for the default 256.
+ * Register it before the middleware and routes whose responses it should compress (it adds its
+ * hooks on the way in). Call before the server runs. Errors: NOOK_EINVAL (NULL srv, level out
+ * of range, prefix not starting with '/'), NOOK_ENOMEM, and those of nook_use() (NOOK_ESTATE).
+ */
+NOOK_API int nook_use_compress(nook_server *srv, const char *prefix, int level, size_t min_size);
 
 #ifdef __cplusplus
 }

@@ -4,9 +4,11 @@
  */
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/arena.h"
 #include "core/pct.h"
@@ -84,6 +86,8 @@ struct nook_req {
     void *route;          /* the matched route's target, or NULL (404/405) */
     char *allow;          /* the Allow value for a 405 */
     bool streaming;       /* the route takes the body in pieces */
+    int file_fd;          /* nook_res_sendfile done by the core: -1 when none */
+    uint64_t file_off, file_left;
     bool body_paused;     /* its body callback asked to wait */
     nook_body_fn body_fn;
     void *body_ud;
@@ -123,6 +127,7 @@ nook_req *core_exchange_new(core_worker *w, const core_stream_ops *ops, void *st
     r->status = 200;
     r->declared_len = -1;
     r->protocol = "HTTP/1.1";
+    r->file_fd = -1;
     size_t n = peer.len < PEER_MAX ? peer.len : PEER_MAX - 1;
     memcpy(r->peer_buf, peer.ptr, n);
     r->peer = (nook_str){r->peer_buf, n};
@@ -143,6 +148,8 @@ static void release(nook_req *r)
         r->token->req = NULL;
         token_unref(r->token);
     }
+    if (r->file_fd >= 0)
+        close(r->file_fd);
     core_arena_reset(&r->arena);
     r->body.off = r->body.len = 0;
     io_buf_trim(&r->body, a, BODY_KEEP);
@@ -383,7 +390,6 @@ static void run_chain(nook_req *r)
 
 static void dispatch(nook_req *r)
 {
-    r->start_us = now_us();
     r->depth++;
     run_chain(r);
     r->depth--;
@@ -393,6 +399,7 @@ static void dispatch(nook_req *r)
 
 bool core_exchange_head_done(nook_req *r)
 {
+    r->start_us = now_us(); /* durations include the upload */
     match_route(r);
     if (r->streaming)
         dispatch(r);
@@ -449,8 +456,14 @@ int nook_next(nook_req *r)
     return NOOK_OK;
 }
 
+static void pump_file(nook_req *r);
+
 void core_exchange_writable(nook_req *r)
 {
+    if (r->file_fd >= 0 && !r->cancelled) {
+        pump_file(r); /* a file the core sends itself continues here */
+        return;
+    }
     if (r->state == RES_STARTED && !r->cancelled)
         run_hook(r, NOOK_ON_WRITABLE);
 }
@@ -774,6 +787,14 @@ int nook_respond(nook_req *r, int status, const char *content_type, const void *
     r->status = status;
     /* 204 and 304 never carry a body; everything else announces its length. */
     bool bodiless = status == 204 || status == 304;
+    if (!bodiless) {
+        /* Visible to NOOK_ON_HEADERS hooks (compression skips small bodies); the codec writes
+         * the real framing from the length passed to send_head. */
+        char clen[24];
+        snprintf(clen, sizeof clen, "%zu", len);
+        if ((rc = nook_res_set_header(r, "Content-Length", clen)) != NOOK_OK)
+            return rc;
+    }
     rc = send_head(r, bodiless ? -1 : (int64_t)len, len == 0 || bodiless);
     if (rc == NOOK_OK && !r->sent_end) {
         r->sent_end = true;
@@ -823,8 +844,10 @@ int nook_res_write(nook_req *r, const void *data, size_t len)
     }
     if (r->declared_len >= 0 && r->written + len > (uint64_t)r->declared_len)
         return NOOK_EINVAL;
-    if (r->sent_end) /* HEAD, 204, 304: the body is not sent */
+    if (r->sent_end) { /* HEAD, 204, 304: the body is not sent, but it is counted */
+        r->written += len;
         return NOOK_OK;
+    }
     const core_limits *lim = core_worker_limits(r->w);
     size_t queued = r->ops->queued(r->stream);
     if (queued + len > (size_t)core_opt(lim, NOOK_OPT_MAX_OUTPUT))
@@ -861,6 +884,75 @@ int nook_res_end(nook_req *r)
         return NOOK_OK;
     r->sent_end = true;
     return body_out(r, NULL, 0, true);
+}
+
+#define FILE_PIECE 65536
+
+/* Sends the next pieces of a file body until the output passes the high-water mark (then
+ * WRITABLE brings us back) or the file is done. */
+static void pump_file(nook_req *r)
+{
+    const core_limits *lim = core_worker_limits(r->w);
+    size_t high = (size_t)core_opt(lim, NOOK_OPT_OUTPUT_HIGH_WATER);
+    char *buf = core_worker_scratch(r->w, FILE_PIECE);
+    while (buf && r->file_left > 0 && r->ops->queued(r->stream) < high) {
+        size_t want = r->file_left < FILE_PIECE ? (size_t)r->file_left : FILE_PIECE;
+        ssize_t n = pread(r->file_fd, buf, want, (off_t)r->file_off);
+        if (n <= 0) {
+            core_log(r->w, NOOK_LOG_ERROR, "sendfile: the file ended early or failed to read");
+            r->ops->abort(r->stream);
+            r->file_left = 0;
+            break;
+        }
+        r->file_off += (uint64_t)n;
+        r->file_left -= (uint64_t)n;
+        if (body_out(r, buf, (size_t)n, r->file_left == 0) < 0)
+            r->file_left = 0;
+    }
+    if (r->file_left == 0 || !buf) {
+        close(r->file_fd);
+        r->file_fd = -1;
+        r->sent_end = true;
+    }
+}
+
+int nook_res_sendfile(nook_req *r, int fd, uint64_t offset, uint64_t len)
+{
+    int rc = !r || fd < 0 ? NOOK_EINVAL : r->state != RES_NONE ? NOOK_ESTATE
+                                        : r->cancelled          ? NOOK_ECLOSED
+                                                                : NOOK_OK;
+    if (rc != NOOK_OK) {
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    /* Visible to NOOK_ON_HEADERS hooks; the codec frames from the length given to send_head. */
+    char clen[24];
+    snprintf(clen, sizeof clen, "%llu", (unsigned long long)len);
+    rc = nook_res_set_header(r, "Content-Length", clen);
+    if (rc == NOOK_OK)
+        rc = send_head(r, (int64_t)len, len == 0);
+    if (rc != NOOK_OK || r->sent_end) {
+        close(fd);
+        r->state = RES_ENDED;
+        return rc;
+    }
+    /* The handler is done with this response either way. */
+    r->state = RES_ENDED;
+    /* Zero-copy when the codec can and nothing needs to see the bytes. */
+    if (!r->filters && !r->trailers.n && r->ops->send_file &&
+        r->ops->send_file(r->stream, fd, offset, len) == NOOK_OK) {
+        r->sent_end = true;
+        r->bytes_sent += len;
+        return NOOK_OK;
+    }
+    /* Otherwise the core pumps it; the body counts as ended only when the pump is done, so
+     * the codec keeps reporting WRITABLE until then. */
+    r->file_fd = fd;
+    r->file_off = offset;
+    r->file_left = len;
+    pump_file(r);
+    return NOOK_OK;
 }
 
 int nook_res_get_status(const nook_req *r) { return r ? r->status : NOOK_EINVAL; }

@@ -44,6 +44,10 @@ typedef struct core_stream_ops {
     int (*send_body)(void *stream, const void *p, size_t n, bool end);
     /* Trailer fields, given once just before the final send_body(end = true). */
     int (*send_trailers)(void *stream, const core_hdr *hdrs, size_t nhdrs);
+    /* The whole body is a file range (after send_head with its length): the codec takes fd and
+     * sends it itself (zero-copy), then ends the response and closes fd. NOOK_OK when taken;
+     * any error: the core sends the file itself (fd still the core's). May be NULL. */
+    int (*send_file)(void *stream, int fd, uint64_t offset, uint64_t len);
     /* Bytes of this exchange's output still waiting for the peer. */
     size_t (*queued)(void *stream);
     /* The response cannot be completed (handler broke framing): reset the stream or close. */

@@ -55,7 +55,7 @@ struct core_worker {
     io_timer drain_timer;
     io_timer accept_pause;
     time_t date_sec;
-    char date[32];
+    char date[64];
     core_req_cache req_cache;
     void *scratch;
     size_t scratch_size;
@@ -395,7 +395,13 @@ nook_str core_worker_date(core_worker *w)
     if (ts.tv_sec != w->date_sec) {
         struct tm tm;
         gmtime_r(&ts.tv_sec, &tm);
-        strftime(w->date, sizeof w->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        /* Fixed English names: strftime's %a/%b follow the host program's locale. */
+        static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+        static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+        snprintf(w->date, sizeof w->date, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec);
         w->date_sec = ts.tv_sec;
     }
     return (nook_str){w->date, 29};
@@ -590,6 +596,13 @@ static int create_workers(nook_server *srv, size_t n)
         return NOOK_ESTATE;
     if (srv->nlisteners == 0)
         return NOOK_EINVAL;
+    /* A hard output cap below the high-water mark would fail writes before any WRITABLE. */
+    int64_t *max_out = &srv->limits.opt[NOOK_OPT_MAX_OUTPUT];
+    int64_t high = srv->limits.opt[NOOK_OPT_OUTPUT_HIGH_WATER];
+    if (*max_out < 2 * high) {
+        srv_log(srv, NOOK_LOG_WARN, "NOOK_OPT_MAX_OUTPUT raised to twice the high-water mark");
+        *max_out = 2 * high;
+    }
     bool h2 = core_opt(&srv->limits, NOOK_OPT_HTTP2) != 0;
     for (size_t i = 0; i < srv->nlisteners; i++) {
         nook_tls *tls = srv->listeners[i].info.tls;

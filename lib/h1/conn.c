@@ -51,6 +51,8 @@ typedef struct h1_conn {
     bool peer_eof;     /* the peer will send nothing more */
     bool in_process;
     bool head_sent;       /* this response's head is queued */
+    int file_fd;          /* a body sent with sendfile, after the queued head; -1 when none */
+    uint64_t file_off, file_left;
     bool body_paused;     /* a streaming handler asked to hold the request body */
     bool want_writable;   /* the handler was told to wait (output above the high-water mark) */
     bool notify_writable; /* output fell below half of it since: tell the handler */
@@ -250,16 +252,44 @@ static void mark_ended(h1_conn *c)
     schedule(c);
 }
 
+static void end_file(h1_conn *c)
+{
+    close(c->file_fd);
+    c->file_fd = -1;
+    c->s.want_out = false;
+}
+
+/* The file body goes out once the queued head has: the kernel copies it. */
+static int send_file_part(h1_conn *c)
+{
+    while (c->file_left > 0) {
+        int64_t n = io_stream_sendfile(&c->s, c->file_fd, &c->file_off, c->file_left);
+        if (n == 0)
+            return NOOK_AGAIN;
+        if (n < 0) {
+            core_log(c->w, NOOK_LOG_WARN, "%.*s: sendfile failed", (int)c->peer_len, c->peer);
+            end_file(c);
+            return NOOK_ECLOSED;
+        }
+        c->file_left -= (uint64_t)n;
+    }
+    end_file(c);
+    mark_ended(c);
+    return NOOK_OK;
+}
+
 static int flush(h1_conn *c)
 {
-    size_t before = io_buf_size(&c->s.out);
+    size_t before = io_buf_size(&c->s.out) + c->file_left;
     int rc = io_stream_flush(&c->s);
+    if (rc == NOOK_OK && c->file_fd >= 0)
+        rc = send_file_part(c);
     if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
         c->close_now = true;
         schedule(c);
         return NOOK_ECLOSED;
     }
-    size_t after = io_buf_size(&c->s.out);
+    size_t after = io_buf_size(&c->s.out) + c->file_left;
     if (c->want_writable && after < opt(c, NOOK_OPT_OUTPUT_HIGH_WATER) / 2) {
         /* Any flush can drain the output (not only EPOLLOUT's), so the handler is told from
          * the next top-level step rather than from here, which may be inside its own call. */
@@ -372,6 +402,19 @@ static void op_abort(void *stream)
     schedule(c);
 }
 
+static int op_send_file(void *stream, int fd, uint64_t off, uint64_t len)
+{
+    h1_conn *c = stream;
+    /* Only a plain socket can take file bytes from the kernel; TLS must encrypt them. */
+    if (c->close_now || c->s.tr != &io_transport_plain || c->chunked_out || c->file_fd >= 0)
+        return NOOK_ESTATE;
+    c->file_fd = fd;
+    c->file_off = off;
+    c->file_left = len;
+    schedule(c);
+    return NOOK_OK;
+}
+
 static void op_resume_body(void *stream)
 {
     h1_conn *c = stream;
@@ -383,8 +426,13 @@ static void op_resume_body(void *stream)
     schedule(c);
 }
 
-static const core_stream_ops h1_ops = {op_send_head,  op_send_body, op_send_trailers,
-                                       op_queued,     op_abort,     op_resume_body};
+static const core_stream_ops h1_ops = {.send_head = op_send_head,
+                                       .send_body = op_send_body,
+                                       .send_trailers = op_send_trailers,
+                                       .send_file = op_send_file,
+                                       .queued = op_queued,
+                                       .abort = op_abort,
+                                       .resume_body = op_resume_body};
 
 /* ---------------------------------------------------------------------------------------------
  * Errors and closing
@@ -426,6 +474,8 @@ static void send_error(h1_conn *c, int status)
 
 static void destroy(h1_conn *c)
 {
+    if (c->file_fd >= 0)
+        end_file(c);
     if (c->ex) {
         core_exchange_cancel(c->ex);
         c->ex = NULL;
@@ -701,7 +751,7 @@ static void on_io(io_watch *w, uint32_t events)
         if (!c->close_now && c->s.tr->pending(&c->s) > 0)
             schedule(c);
     }
-    if (!c->close_now && io_buf_size(&c->s.out) > 0)
+    if (!c->close_now && (io_buf_size(&c->s.out) > 0 || c->file_fd >= 0))
         flush(c);
 }
 
@@ -750,7 +800,7 @@ static void on_resume(io_defer *d)
         destroy(c);
         return;
     }
-    if (io_buf_size(&c->s.out) > 0)
+    if (io_buf_size(&c->s.out) > 0 || c->file_fd >= 0)
         flush(c);
     else if (c->close_after && c->phase != PH_LINGER)
         begin_close(c);
@@ -784,6 +834,7 @@ void h1_conn_start(core_worker *w, io_stream *from, nook_str peer, int alt_svc_p
     c->w = w;
     c->lim = core_worker_limits(w);
     c->link.ops = &h1_conn_ops;
+    c->file_fd = -1;
     c->timer.fn = on_timer;
     c->resume.fn = on_resume;
     c->peer_len = peer.len < sizeof c->peer ? peer.len : sizeof c->peer - 1;

@@ -335,8 +335,12 @@ static void op_resume_body(void *stream)
     schedule(st->c); /* deliver_held runs from the connection's own context */
 }
 
-static const core_stream_ops h2_ops = {op_send_head, op_send_body, op_send_trailers,
-                                       op_queued,    op_abort,     op_resume_body};
+static const core_stream_ops h2_ops = {.send_head = op_send_head,
+                                       .send_body = op_send_body,
+                                       .send_trailers = op_send_trailers,
+                                       .queued = op_queued,
+                                       .abort = op_abort,
+                                       .resume_body = op_resume_body};
 
 /* ---------------------------------------------------------------------------------------------
  * Request side: nghttp2 callbacks

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -82,7 +83,7 @@ static void update_events(io_stream *s)
     if (s->watch.fd < 0)
         return;
     uint32_t ev = s->watch.events & ~(uint32_t)EPOLLOUT;
-    if (io_buf_size(&s->out) > 0)
+    if (io_buf_size(&s->out) > 0 || s->want_out)
         ev |= EPOLLOUT;
     io_watch_mod(s->loop, &s->watch, ev);
 }
@@ -103,6 +104,25 @@ int io_stream_flush(io_stream *s)
     }
     update_events(s);
     return NOOK_OK;
+}
+
+int64_t io_stream_sendfile(io_stream *s, int fd, uint64_t *off, uint64_t len)
+{
+    off_t pos = (off_t)*off;
+    size_t want = len > (1u << 20) ? (1u << 20) : (size_t)len; /* a bounded bite per call */
+    ssize_t n = sendfile(s->watch.fd, fd, &pos, want);
+    if (n > 0) {
+        *off = (uint64_t)pos;
+        return n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        s->want_out = true;
+        update_events(s);
+        return 0;
+    }
+    if (n == 0)
+        return NOOK_ESYS; /* the file is shorter than promised */
+    return errno == EPIPE || errno == ECONNRESET ? NOOK_ECLOSED : NOOK_ESYS;
 }
 
 void io_stream_want_read(io_stream *s, bool on)

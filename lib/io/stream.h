@@ -35,6 +35,7 @@ struct io_stream {
     void *tr_data; /* the transport's state (a tls_conn), NULL for plain sockets */
     io_buf in, out;
     size_t out_max; /* hard cap on queued output */
+    bool want_out;  /* keep EPOLLOUT armed with nothing queued (a file being sent) */
 };
 
 /* Sets up a stream for a connected non-blocking socket and starts watching it for input. */
@@ -57,6 +58,11 @@ int io_stream_queue(io_stream *s, const void *p, size_t n);
 /* Writes queued output. NOOK_OK when all is written, NOOK_AGAIN when some is left (the watch
  * then also waits for EPOLLOUT), NOOK_ECLOSED / NOOK_ESYS when the peer is gone. */
 int io_stream_flush(io_stream *s);
+
+/* Sends up to len bytes of a regular file straight from the kernel (plain sockets only; call
+ * once the queued output is written). Advances *off. Returns the bytes sent, 0 when the socket
+ * is full (EPOLLOUT is then armed until want_out is cleared), or NOOK_ECLOSED / NOOK_ESYS. */
+int64_t io_stream_sendfile(io_stream *s, int fd, uint64_t *off, uint64_t len);
 
 /* Stops or resumes watching for input (backpressure on a peer that sends too much). */
 void io_stream_want_read(io_stream *s, bool on);

@@ -914,3 +914,40 @@ def plain_and_tls_server(binary, *args):
                      listen=())
     srv.nlisten = 2
     return srv.start()
+
+
+def protocols(plain_port, tls_port):
+    """(name, curl flags, base URL) for HTTP/1.1 and h2c on the cleartext port and h2 on TLS."""
+    return [("h1", ["--http1.1"], "http://127.0.0.1:%d" % plain_port),
+            ("h2c", ["--http2-prior-knowledge"], "http://127.0.0.1:%d" % plain_port),
+            ("h2-tls", ["--http2", "-k"], "https://127.0.0.1:%d" % tls_port)]
+
+
+class Resp:
+    """A response fetched with curl_fetch: status, lower-case headers, body bytes."""
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def h(self, name):
+        return self.headers.get(name.lower())
+
+
+def curl_fetch(flags, url, *extra, head=False):
+    """One request with curl (the path sent as is, the body as it came: still encoded unless
+    extra has --compressed); repeated header fields are joined with ', '."""
+    from pathlib import Path
+    with tempfile.NamedTemporaryFile(prefix="nook-fetch-") as out:
+        args = ["-s", "--path-as-is", "-D", "-", "-o", out.name] + (["-I"] if head else [])
+        rc, text, err = curl(*(args + list(flags) + list(extra) + [url]), timeout=30)
+        eq(rc, 0, "curl exit code for %s %s (stderr %s)" % (url, extra, err.strip()))
+        body = Path(out.name).read_bytes()
+    lines = text.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        if not line:
+            break
+        n, _, v = line.partition(":")
+        k = n.strip().lower()
+        headers[k] = headers[k] + ", " + v.strip() if k in headers else v.strip()
+    return Resp(int(lines[0].split()[1]), headers, b"" if head else body)

@@ -26,6 +26,7 @@
  *   GET  /short                declares Content-Length: 10, writes 5, ends (broken response)
  *   GET  /big?size=N           one whole N-byte response
  *   GET  /status/{code}        an empty response with that status
+ *   GET  /sendfile?path=P&off=A&len=B   the file's bytes [A, A+B) via nook_res_sendfile
  *   GET  /trailers             streams "body" then trailers grpc-status: 0, X-Checksum: abc
  *   GET  /noresponse           returns without responding (→ 500)
  *   GET  /peer                 the peer address
@@ -45,6 +46,7 @@
  *   GET /mw/count   the number of /mw requests finished before this one
  */
 #define _POSIX_C_SOURCE 200809L /* sigaction, strndup */
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -250,6 +252,22 @@ static void on_status(nook_req *req, void *ud)
     char buf[8] = {0};
     memcpy(buf, code.ptr, code.len < 7 ? code.len : 7);
     nook_respond(req, atoi(buf), NULL, NULL, 0);
+}
+
+static void on_sendfile(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str path = nook_req_query_param(req, "path");
+    char *p = path.ptr ? strndup(path.ptr, path.len) : NULL;
+    int fd = p ? open(p, O_RDONLY | O_CLOEXEC) : -1;
+    free(p);
+    if (fd < 0) {
+        text_c(req, "cannot open");
+        return;
+    }
+    nook_res_header(req, "Content-Type", "application/octet-stream");
+    nook_res_sendfile(req, fd, (uint64_t)query_long(req, "off", 0),
+                      (uint64_t)query_long(req, "len", 0));
 }
 
 static void on_trailers(nook_req *req, void *ud)
@@ -609,6 +627,7 @@ int main(int argc, char **argv)
         {"GET /big", on_big},
         {"GET /status/{code}", on_status},
         {"GET /trailers", on_trailers},
+        {"GET /sendfile", on_sendfile},
         {"GET /noresponse", on_noresponse},
         {"GET /peer", on_peer},
         {"/any", on_any},

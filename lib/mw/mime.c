@@ -1,0 +1,111 @@
+/* Extension → media type, and which media types compress. Plain tables, scanned linearly: both
+ * are short, and a lookup happens once per response. */
+#include "mw/mime.h"
+
+#include <string.h>
+
+#include "io/ascii.h"
+
+/* Longest extension in the table; anything longer cannot match. */
+#define MIME_EXT_MAX 12
+
+static const struct {
+    const char *ext;
+    const char *type;
+} mime_table[] = {
+    {"html", "text/html; charset=utf-8"},
+    {"htm", "text/html; charset=utf-8"},
+    {"css", "text/css; charset=utf-8"},
+    {"js", "text/javascript; charset=utf-8"},
+    {"mjs", "text/javascript; charset=utf-8"},
+    {"txt", "text/plain; charset=utf-8"},
+    {"md", "text/markdown; charset=utf-8"},
+    {"csv", "text/csv; charset=utf-8"},
+    {"json", "application/json"},
+    {"map", "application/json"},
+    {"webmanifest", "application/manifest+json"},
+    {"xml", "application/xml"},
+    {"wasm", "application/wasm"},
+    {"pdf", "application/pdf"},
+    {"svg", "image/svg+xml"},
+    {"png", "image/png"},
+    {"jpg", "image/jpeg"},
+    {"jpeg", "image/jpeg"},
+    {"gif", "image/gif"},
+    {"webp", "image/webp"},
+    {"avif", "image/avif"},
+    {"ico", "image/x-icon"},
+    {"bmp", "image/bmp"},
+    {"woff", "font/woff"},
+    {"woff2", "font/woff2"},
+    {"ttf", "font/ttf"},
+    {"otf", "font/otf"},
+    {"mp3", "audio/mpeg"},
+    {"ogg", "audio/ogg"},
+    {"wav", "audio/wav"},
+    {"mp4", "video/mp4"},
+    {"webm", "video/webm"},
+    {"zip", "application/zip"},
+    {"gz", "application/gzip"},
+    {"tar", "application/x-tar"},
+};
+
+#define MIME_DEFAULT "application/octet-stream"
+
+const char *mw_mime_for_path(const char *name, size_t len)
+{
+    size_t dot = len;
+    while (dot > 0 && name[dot - 1] != '.' && name[dot - 1] != '/')
+        dot--;
+    if (dot == 0 || name[dot - 1] != '.')
+        return MIME_DEFAULT;
+    const char *ext = name + dot;
+    size_t n = len - dot;
+    if (n == 0 || n > MIME_EXT_MAX)
+        return MIME_DEFAULT;
+    for (size_t i = 0; i < sizeof mime_table / sizeof mime_table[0]; i++)
+        if (strlen(mime_table[i].ext) == n && io_caseeq(ext, mime_table[i].ext, n))
+            return mime_table[i].type;
+    return MIME_DEFAULT;
+}
+
+/* Types outside text/ that are text underneath (or, for the fonts and icons, uncompressed
+ * binary that shrinks well). */
+static const char *const compressible_types[] = {
+    "application/json",
+    "application/javascript",
+    "application/x-javascript",
+    "application/ecmascript",
+    "application/xml",
+    "application/wasm",
+    "application/x-ndjson",
+    "font/ttf",
+    "font/otf",
+    "image/x-icon",
+    "image/bmp",
+};
+
+static bool has_suffix(const char *p, size_t n, const char *suffix)
+{
+    size_t s = strlen(suffix);
+    return n >= s && io_caseeq(p + n - s, suffix, s);
+}
+
+bool mw_mime_compressible(nook_str ct)
+{
+    if (!ct.ptr)
+        return false;
+    const char *semi = memchr(ct.ptr, ';', ct.len);
+    size_t n = semi ? (size_t)(semi - ct.ptr) : ct.len;
+    while (n > 0 && (ct.ptr[n - 1] == ' ' || ct.ptr[n - 1] == '\t'))
+        n--;
+    if (n > 5 && io_caseeq(ct.ptr, "text/", 5))
+        return true;
+    /* Structured syntax suffixes (RFC 6839): image/svg+xml, application/ld+json, ... */
+    if (has_suffix(ct.ptr, n, "+json") || has_suffix(ct.ptr, n, "+xml"))
+        return true;
+    for (size_t i = 0; i < sizeof compressible_types / sizeof compressible_types[0]; i++)
+        if (strlen(compressible_types[i]) == n && io_caseeq(ct.ptr, compressible_types[i], n))
+            return true;
+    return false;
+}
