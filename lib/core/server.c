@@ -291,6 +291,8 @@ static int add_route(nook_server *srv, const char *pattern, nook_handler_fn fn, 
     return rc;
 }
 
+const io_alloc *core_server_alloc(const nook_server *srv) { return &srv->alloc; }
+
 int nook_use(nook_server *srv, const char *prefix, nook_handler_fn fn, void *user_data,
              nook_free_fn free_ud)
 {

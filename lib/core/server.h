@@ -48,6 +48,9 @@ nook_str core_worker_date(core_worker *w);
  * (for data used within one synchronous step, such as a parse). NULL on ENOMEM. */
 void *core_worker_scratch(core_worker *w, size_t size);
 
+/* The server's allocator (nook_server_set_allocator): built-in middleware allocates with it. */
+const io_alloc *core_server_alloc(const nook_server *srv);
+
 /* Logs one line through the server's logger (printf-style). */
 void core_log(const core_worker *w, nook_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

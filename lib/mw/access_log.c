@@ -17,6 +17,7 @@
 #define LINE_STACK_SIZE 1024
 
 typedef struct access_log {
+    mw_conf base;
     nook_access_format format;
     nook_access_sink_fn sink; /* NULL: stderr */
     void *sink_data;
@@ -373,12 +374,14 @@ int nook_use_access_log(nook_server *srv, const char *prefix, nook_access_format
     if (!srv || (format != NOOK_ACCESS_COMMON && format != NOOK_ACCESS_COMBINED &&
                  format != NOOK_ACCESS_JSON))
         return NOOK_EINVAL;
-    access_log *log = malloc(sizeof *log);
+    access_log *log = mw_conf_new(srv, sizeof *log);
     if (!log)
         return NOOK_ENOMEM;
-    *log = (access_log){format, sink, user_data};
-    int rc = nook_use(srv, prefix, access_log_middleware, log, free);
+    log->format = format;
+    log->sink = sink;
+    log->sink_data = user_data;
+    int rc = nook_use(srv, prefix, access_log_middleware, log, mw_conf_free);
     if (rc != NOOK_OK)
-        free(log);
+        mw_conf_free(log);
     return rc;
 }

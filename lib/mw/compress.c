@@ -25,6 +25,7 @@
 
 #include "io/ascii.h"
 #include "mw/mime.h"
+#include "mw/mw_util.h"
 #include "nook.h"
 
 #define COMPRESS_DEFAULT_LEVEL 6
@@ -46,6 +47,7 @@
 typedef enum { CODING_IDENTITY, CODING_GZIP, CODING_BR } coding;
 
 typedef struct compress_conf {
+    mw_conf base;
     int level;
     size_t min_size;
 } compress_conf;
@@ -193,6 +195,19 @@ static coding negotiate(const nook_req *req)
  * Encoders
  * ------------------------------------------------------------------------------------------- */
 
+/* zlib and brotli allocate through the server's allocator too. */
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
+{
+    return mw_calloc(opaque, items, size);
+}
+
+static void z_free(voidpf opaque, voidpf p) { io_free(opaque, p); }
+
+#ifdef NOOK_HAVE_BROTLI
+static void *br_alloc(void *opaque, size_t size) { return io_malloc(opaque, size); }
+static void br_free(void *opaque, void *p) { io_free(opaque, p); }
+#endif
+
 static int start_encoder(nook_req *req, compress_state *st)
 {
     st->out = nook_req_alloc(req, COMPRESS_OUT_CHUNK);
@@ -200,6 +215,9 @@ static int start_encoder(nook_req *req, compress_state *st)
         return NOOK_ENOMEM;
     if (st->coding == CODING_GZIP) {
         memset(&st->z, 0, sizeof st->z);
+        st->z.zalloc = z_alloc;
+        st->z.zfree = z_free;
+        st->z.opaque = (voidpf)st->conf->base.alloc;
         if (deflateInit2(&st->z, st->conf->level, Z_DEFLATED, COMPRESS_GZIP_WINDOW_BITS,
                          COMPRESS_GZIP_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK)
             return NOOK_ENOMEM;
@@ -207,7 +225,7 @@ static int start_encoder(nook_req *req, compress_state *st)
         return NOOK_OK;
     }
 #ifdef NOOK_HAVE_BROTLI
-    st->br = BrotliEncoderCreateInstance(NULL, NULL, NULL);
+    st->br = BrotliEncoderCreateInstance(br_alloc, br_free, (void *)st->conf->base.alloc);
     if (!st->br)
         return NOOK_ENOMEM;
     int q = st->conf->level < COMPRESS_BR_MAX_QUALITY ? st->conf->level : COMPRESS_BR_MAX_QUALITY;
@@ -439,13 +457,13 @@ int nook_use_compress(nook_server *srv, const char *prefix, int level, size_t mi
 {
     if (!srv || level < 0 || level > 9 || (prefix && prefix[0] != '/'))
         return NOOK_EINVAL;
-    compress_conf *c = malloc(sizeof *c);
+    compress_conf *c = mw_conf_new(srv, sizeof *c);
     if (!c)
         return NOOK_ENOMEM;
     c->level = level ? level : COMPRESS_DEFAULT_LEVEL;
     c->min_size = min_size ? min_size : COMPRESS_DEFAULT_MIN_SIZE;
-    int rc = nook_use(srv, prefix, compress_mw, c, free);
+    int rc = nook_use(srv, prefix, compress_mw, c, mw_conf_free);
     if (rc != NOOK_OK)
-        free(c);
+        mw_conf_free(c);
     return rc;
 }

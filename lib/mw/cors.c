@@ -8,11 +8,13 @@
 #include <string.h>
 
 #include "io/ascii.h"
+#include "mw/mw_util.h"
 #include "nook.h"
 
 #define DEFAULT_METHODS "GET, HEAD, POST"
 
 typedef struct cors {
+    mw_conf base;
     bool any_origin;   /* origins was "*" */
     bool credentials;  /* send Access-Control-Allow-Credentials, never "*" */
     char *origin_text; /* the copied list; `origins` points into it */
@@ -38,11 +40,12 @@ static void cors_free(void *user_data)
     cors *c = user_data;
     if (!c)
         return;
-    free(c->origin_text);
-    free(c->origins);
-    free(c->methods);
-    free(c->headers);
-    free(c);
+    const io_alloc *a = c->base.alloc;
+    io_free(a, c->origin_text);
+    io_free(a, c->origins);
+    io_free(a, c->methods);
+    io_free(a, c->headers);
+    mw_conf_free(c);
 }
 
 /* Header values must not let configuration text end the field or the head. */
@@ -74,7 +77,7 @@ static int parse_origins(cors *c)
     size_t count = 1;
     for (const char *p = c->origin_text; *p; p++)
         count += *p == ',';
-    c->origins = calloc(count, sizeof *c->origins);
+    c->origins = mw_calloc(c->base.alloc, count, sizeof *c->origins);
     if (!c->origins)
         return NOOK_ENOMEM;
     const char *p = c->origin_text;
@@ -91,11 +94,11 @@ static int parse_origins(cors *c)
     }
 }
 
-static char *copy_or_null(const char *s, int *rc)
+static char *copy_or_null(const io_alloc *a, const char *s, int *rc)
 {
     if (!s)
         return NULL;
-    char *copy = strdup(s);
+    char *copy = mw_strdup(a, s);
     if (!copy)
         *rc = NOOK_ENOMEM;
     return copy;
@@ -105,8 +108,8 @@ static int configure(cors *c, const char *origins, const char *methods, const ch
                      int max_age_seconds)
 {
     int rc = NOOK_OK;
-    c->methods = copy_or_null(methods ? methods : DEFAULT_METHODS, &rc);
-    c->headers = copy_or_null(headers, &rc);
+    c->methods = copy_or_null(c->base.alloc, methods ? methods : DEFAULT_METHODS, &rc);
+    c->headers = copy_or_null(c->base.alloc, headers, &rc);
     if (rc != NOOK_OK)
         return rc;
     if (max_age_seconds > 0)
@@ -116,7 +119,7 @@ static int configure(cors *c, const char *origins, const char *methods, const ch
         c->any_origin = true;
         return NOOK_OK;
     }
-    c->origin_text = copy_or_null(origins, &rc);
+    c->origin_text = copy_or_null(c->base.alloc, origins, &rc);
     return rc == NOOK_OK ? parse_origins(c) : rc;
 }
 
@@ -244,7 +247,7 @@ int nook_use_cors(nook_server *srv, const char *prefix, const char *origins, con
     if (!srv || !origins || max_age_seconds < 0 || !printable(origins) ||
         (methods && !printable(methods)) || (headers && !printable(headers)))
         return NOOK_EINVAL;
-    cors *c = calloc(1, sizeof *c);
+    cors *c = mw_conf_new(srv, sizeof *c);
     if (!c)
         return NOOK_ENOMEM;
     c->credentials = allow_credentials != 0;

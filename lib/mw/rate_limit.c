@@ -35,6 +35,7 @@ typedef struct client {
 } client;
 
 typedef struct shard {
+    const io_alloc *alloc; /* the server's */
     pthread_mutex_t lock;
     client **buckets;
     size_t nbuckets; /* a power of two */
@@ -43,6 +44,7 @@ typedef struct shard {
 } shard;
 
 typedef struct limiter {
+    mw_conf base;
     double per_second, burst;
     uint64_t hash_key[2];
     size_t nshards;
@@ -157,7 +159,7 @@ static void maybe_grow(shard *s)
     if (s->count < s->nbuckets || s->nbuckets >= s->capacity)
         return;
     size_t n = s->nbuckets * 2;
-    client **buckets = calloc(n, sizeof *buckets);
+    client **buckets = mw_calloc(s->alloc, n, sizeof *buckets);
     if (!buckets)
         return;
     for (size_t i = 0; i < s->nbuckets; i++) {
@@ -167,7 +169,7 @@ static void maybe_grow(shard *s)
             buckets[c->hash & (n - 1)] = c;
         }
     }
-    free(s->buckets);
+    io_free(s->alloc, s->buckets);
     s->buckets = buckets;
     s->nbuckets = n;
 }
@@ -178,7 +180,7 @@ static client *admit_client(shard *s, uint64_t hash, nook_str key)
 {
     client *c;
     if (s->count < s->capacity) {
-        c = malloc(sizeof *c);
+        c = io_malloc(s->alloc, sizeof *c);
         if (!c)
             return NULL;
         s->count++;
@@ -282,12 +284,12 @@ static void limiter_free(void *user_data)
         shard *s = &l->shards[i];
         for (client *c = s->newest, *older; c; c = older) {
             older = c->older;
-            free(c);
+            io_free(s->alloc, c);
         }
-        free(s->buckets);
+        io_free(s->alloc, s->buckets);
         pthread_mutex_destroy(&s->lock);
     }
-    free(l);
+    mw_conf_free(l);
 }
 
 /* Sets up the shards; on failure l->nshards counts those that need freeing. */
@@ -298,12 +300,13 @@ static int init_shards(limiter *l, size_t max_clients)
         shard *s = &l->shards[l->nshards];
         /* Each shard gets an equal part, so the whole never exceeds max_clients. */
         s->capacity = max_clients / nshards;
+        s->alloc = l->base.alloc;
         s->nbuckets = INITIAL_BUCKETS;
-        s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
+        s->buckets = mw_calloc(s->alloc, s->nbuckets, sizeof *s->buckets);
         if (!s->buckets)
             return NOOK_ENOMEM;
         if (pthread_mutex_init(&s->lock, NULL) != 0) {
-            free(s->buckets);
+            io_free(s->alloc, s->buckets);
             s->buckets = NULL;
             return NOOK_ESYS;
         }
@@ -325,7 +328,7 @@ int nook_use_rate_limit(nook_server *srv, const char *prefix, double per_second,
 {
     if (!srv || !isfinite(per_second) || !isfinite(burst) || per_second <= 0 || burst < 1)
         return NOOK_EINVAL;
-    limiter *l = calloc(1, sizeof *l);
+    limiter *l = mw_conf_new(srv, sizeof *l);
     if (!l)
         return NOOK_ENOMEM;
     l->per_second = per_second;

@@ -9,6 +9,7 @@
 #include <sys/random.h>
 
 #include "io/ascii.h"
+#include "mw/mw_util.h"
 #include "nook.h"
 
 #define DEFAULT_HEADER "X-Request-Id"
@@ -96,9 +97,14 @@ static void echo_id(nook_req *req, void *user_data)
     nook_res_set_header(req, a->header, a->id);
 }
 
+typedef struct id_conf {
+    mw_conf base;
+    char header[]; /* the response header's name */
+} id_conf;
+
 static void request_id_middleware(nook_req *req, void *user_data)
 {
-    const char *header = user_data;
+    const char *header = ((const id_conf *)user_data)->header;
     const char *id = request_id(req, header);
     id_answer *a = id ? nook_req_alloc(req, sizeof *a) : NULL;
     /* Without an id the request is still served: it only cannot be traced. */
@@ -118,11 +124,13 @@ int nook_use_request_id(nook_server *srv, const char *prefix, const char *header
     for (const char *p = header; *p; p++)
         if (!io_is_tchar((unsigned char)*p))
             return NOOK_EINVAL;
-    char *copy = strdup(header);
-    if (!copy)
+    size_t len = strlen(header);
+    id_conf *c = mw_conf_new(srv, sizeof *c + len + 1);
+    if (!c)
         return NOOK_ENOMEM;
-    int rc = nook_use(srv, prefix, request_id_middleware, copy, free);
+    memcpy(c->header, header, len + 1);
+    int rc = nook_use(srv, prefix, request_id_middleware, c, mw_conf_free);
     if (rc != NOOK_OK)
-        free(copy);
+        mw_conf_free(c);
     return rc;
 }

@@ -32,6 +32,7 @@
 #include "core/pct.h"
 #include "io/ascii.h"
 #include "mw/mime.h"
+#include "mw/mw_util.h"
 #include "nook.h"
 
 /* Longest decoded path below the root; a longer one cannot name a file. */
@@ -42,6 +43,7 @@
 #define HTTP_DATE_MAX 64
 
 typedef struct static_conf {
+    mw_conf base;
     char *root;        /* realpath of the root */
     size_t root_len;   /* 1 when the root is "/" itself */
     size_t prefix_len; /* bytes of the request path the prefix covers */
@@ -628,8 +630,8 @@ static void static_conf_free(void *ud)
 {
     static_conf *c = ud;
     if (c) {
-        free(c->root);
-        free(c);
+        io_free(c->base.alloc, c->root);
+        mw_conf_free(c);
     }
 }
 
@@ -638,20 +640,22 @@ int nook_use_static(nook_server *srv, const char *prefix, const char *root, unsi
     if (!srv || !root || (prefix && prefix[0] != '/') || (flags & ~(unsigned)NOOK_STATIC_INDEX))
         return NOOK_EINVAL;
     struct stat st;
-    char *real = realpath(root, NULL);
-    if (!real || stat(real, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        free(real);
+    char resolved[PATH_MAX];
+    if (!realpath(root, resolved) || stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
         return NOOK_EINVAL;
-    }
-    static_conf *c = malloc(sizeof *c);
-    if (!c) {
-        free(real);
+    static_conf *c = mw_conf_new(srv, sizeof *c);
+    if (c)
+        c->root = mw_strdup(c->base.alloc, resolved);
+    if (!c || !c->root) {
+        static_conf_free(c);
         return NOOK_ENOMEM;
     }
     size_t plen = prefix ? strlen(prefix) : 0;
     while (plen > 0 && prefix[plen - 1] == '/')
         plen--; /* as nook_use() stores it: "/static/" covers what "/static" does */
-    *c = (static_conf){real, strlen(real), plen, flags};
+    c->root_len = strlen(c->root);
+    c->prefix_len = plen;
+    c->flags = flags;
     int rc = nook_use(srv, prefix, static_mw, c, static_conf_free);
     if (rc != NOOK_OK)
         static_conf_free(c);

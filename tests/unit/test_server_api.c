@@ -173,11 +173,33 @@ static void test_host_loop(void)
     CHECK_INT(frees, allocs); /* everything from the hook went back to it */
 }
 
+/* Built-in middleware keeps its configuration in memory from the server's allocator. */
+static void test_middleware_uses_the_allocator(void)
+{
+    allocs = frees = 0;
+    nook_server *s = nook_server_new();
+    CHECK_INT(nook_server_set_allocator(s, count_malloc, count_realloc, count_release, NULL),
+              NOOK_OK);
+    CHECK_INT(nook_use_access_log(s, "/", NOOK_ACCESS_JSON, NULL, NULL), NOOK_OK);
+    long after_log = allocs;
+    CHECK(after_log > 0);
+    CHECK_INT(nook_use_cors(s, "/", "https://a.example, https://b.example", NULL, "X-A", 60, 0),
+              NOOK_OK);
+    CHECK_INT(nook_use_request_id(s, "/", NULL), NOOK_OK);
+    CHECK_INT(nook_use_rate_limit(s, "/", 10, 20, 1000), NOOK_OK);
+    CHECK_INT(nook_use_compress(s, "/", 0, 0), NOOK_OK);
+    CHECK_INT(nook_use_static(s, "/files", "/tmp", NOOK_STATIC_INDEX), NOOK_OK);
+    CHECK(allocs > after_log + 5);
+    nook_server_free(s);
+    CHECK_INT(frees, allocs);
+}
+
 int main(void)
 {
     test_errors();
     test_options();
     test_listen_and_routes();
     test_host_loop();
+    test_middleware_uses_the_allocator();
     return check_main("server_api");
 }
