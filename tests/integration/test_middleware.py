@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -139,6 +140,55 @@ def client_gone_before_late_answer(ctx):
     import time
     time.sleep(0.5)
     eq(fetch(["--http1.1"], "http://127.0.0.1:%d/" % ctx.plain)[0], 200, "status afterwards")
+
+
+def cancelled(ctx):
+    return int(fetch(["--http1.1"], "http://127.0.0.1:%d/mw/cancelled" % ctx.plain)[2])
+
+
+@case
+def client_leaving_is_reported_h1(ctx):
+    # HTTP/1.1: the client closes before the late answer: the CANCEL hook runs.
+    before = cancelled(ctx)
+    with nt.connect(ctx.plain) as s:
+        s.sendall(nt.request_bytes("GET", "/mw/late"))
+    time.sleep(0.3)
+    eq(cancelled(ctx) - before, 1, "CANCEL hooks run for a closed HTTP/1.1 client")
+
+
+@case
+def client_reset_is_reported_h2(ctx):
+    # HTTP/2: RST_STREAM for a stream still waiting for its late answer runs CANCEL, and the
+    # connection goes on serving other streams.
+    import h2.config
+    import h2.connection
+    before = cancelled(ctx)
+    with nt.connect(ctx.plain) as s:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", "/mw/late"), (":scheme", "http"),
+                              (":authority", "x")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        time.sleep(0.005)
+        conn.reset_stream(1)
+        conn.send_headers(3, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                              (":authority", "x")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        got, deadline = b"", time.monotonic() + 5
+        ended = False
+        while not ended and time.monotonic() < deadline:
+            data = s.recv(65536)
+            if not data:
+                break
+            for ev in conn.receive_data(data):
+                if getattr(ev, "stream_id", None) == 3 and type(ev).__name__ == "DataReceived":
+                    got += ev.data
+                if getattr(ev, "stream_id", None) == 3 and type(ev).__name__ == "StreamEnded":
+                    ended = True
+            s.sendall(conn.data_to_send())
+        eq(got, b"Hello, World!", "stream 3 answered on the same connection")
+    time.sleep(0.3)
+    eq(cancelled(ctx) - before, 1, "CANCEL hooks run for a reset HTTP/2 stream")
 
 
 def setup(opts):

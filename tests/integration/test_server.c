@@ -44,6 +44,7 @@
  *   GET /mw/hello   "hello from handler"         GET /mw/stream   3 pieces, streamed
  *   GET /mw/late    "late answer", from another thread after 20 ms
  *   GET /mw/count   the number of /mw requests finished before this one
+ *   GET /mw/cancelled   how many /mw requests were cancelled (client gone: CANCEL hook)
  */
 #define _POSIX_C_SOURCE 200809L /* sigaction, strndup */
 #include <fcntl.h>
@@ -437,6 +438,14 @@ static void on_async(nook_req *req, void *ud)
 /* ---- middleware ---- */
 
 static long mw_finished; /* loop threads only; the test server runs one worker for /mw tests */
+static long mw_cancelled;
+
+static void mw_cancel(nook_req *req, void *ud)
+{
+    (void)req;
+    (void)ud;
+    mw_cancelled++;
+}
 
 static void mw_headers(nook_req *req, void *ud)
 {
@@ -475,6 +484,7 @@ static void mw_main(nook_req *req, void *ud)
     }
     nook_req_on(req, NOOK_ON_HEADERS, mw_headers, NULL);
     nook_req_on(req, NOOK_ON_DONE, mw_done, NULL);
+    nook_req_on(req, NOOK_ON_CANCEL, mw_cancel, NULL);
     nook_str upper = nook_req_header(req, "X-Upper");
     if (upper.len == 1 && upper.ptr[0] == '1')
         nook_req_filter(req, mw_upper, NULL);
@@ -501,6 +511,14 @@ static void on_mw_late(nook_req *req, void *ud)
 {
     (void)ud;
     answer_later(req, 20, "late answer", 11);
+}
+
+static void on_mw_cancelled(nook_req *req, void *ud)
+{
+    (void)ud;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%ld", mw_cancelled);
+    text_c(req, buf);
 }
 
 static void on_mw_count(nook_req *req, void *ud)
@@ -636,6 +654,7 @@ int main(int argc, char **argv)
         {"GET /mw/stream", on_mw_stream},
         {"GET /mw/late", on_mw_late},
         {"GET /mw/count", on_mw_count},
+        {"GET /mw/cancelled", on_mw_cancelled},
     };
     nook_route_streaming(server, "POST /upload", on_upload, NULL, NULL);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
