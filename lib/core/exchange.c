@@ -787,9 +787,10 @@ int nook_respond(nook_req *r, int status, const char *content_type, const void *
     r->status = status;
     /* 204 and 304 never carry a body; everything else announces its length. */
     bool bodiless = status == 204 || status == 304;
-    if (!bodiless) {
+    if (!bodiless && r->hooks[NOOK_ON_HEADERS]) {
         /* Visible to NOOK_ON_HEADERS hooks (compression skips small bodies); the codec writes
-         * the real framing from the length passed to send_head. */
+         * the real framing from the length passed to send_head, so without hooks this work is
+         * skipped. */
         char clen[24];
         snprintf(clen, sizeof clen, "%zu", len);
         if ((rc = nook_res_set_header(r, "Content-Length", clen)) != NOOK_OK)
