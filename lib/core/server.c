@@ -579,6 +579,7 @@ static void worker_run(core_worker *w)
 
 static void *worker_thread(void *arg)
 {
+    io_thread_block_sigpipe();
     worker_run(arg);
     return NULL;
 }

@@ -1,6 +1,10 @@
 #include "io/stream.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -106,11 +110,52 @@ int io_stream_flush(io_stream *s)
     return NOOK_OK;
 }
 
+/*
+ * send() takes MSG_NOSIGNAL, but sendfile() has no such flag: writing to a socket the peer
+ * has reset raises SIGPIPE, whose default action kills the host program. The library's own
+ * worker threads block SIGPIPE for good (io_thread_block_sigpipe); a thread the host lends
+ * us (nook_run, host-loop mode) keeps its mask, so each sendfile() there blocks SIGPIPE for
+ * the call, swallows the one it raised, and restores the host's mask.
+ */
+static _Thread_local bool t_sigpipe_blocked;
+
+void io_thread_block_sigpipe(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) == 0)
+        t_sigpipe_blocked = true;
+}
+
+static ssize_t sendfile_nosignal(int out, int in, off_t *pos, size_t want)
+{
+    if (t_sigpipe_blocked)
+        return sendfile(out, in, pos, want);
+    sigset_t pipe_only, old, pending;
+    sigemptyset(&pipe_only);
+    sigaddset(&pipe_only, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &pipe_only, &old) != 0)
+        return -1;
+    ssize_t n = sendfile(out, in, pos, want);
+    int saved = errno;
+    /* Swallow only a SIGPIPE this call raised, and only if none was pending before. */
+    if (n < 0 && saved == EPIPE && !sigismember(&old, SIGPIPE) && sigpending(&pending) == 0 &&
+        sigismember(&pending, SIGPIPE)) {
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_only, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return n;
+}
+
 int64_t io_stream_sendfile(io_stream *s, int fd, uint64_t *off, uint64_t len)
 {
     off_t pos = (off_t)*off;
     size_t want = len > (1u << 20) ? (1u << 20) : (size_t)len; /* a bounded bite per call */
-    ssize_t n = sendfile(s->watch.fd, fd, &pos, want);
+    ssize_t n = sendfile_nosignal(s->watch.fd, fd, &pos, want);
     if (n > 0) {
         *off = (uint64_t)pos;
         return n;

@@ -59,6 +59,9 @@ int io_stream_queue(io_stream *s, const void *p, size_t n);
  * then also waits for EPOLLOUT), NOOK_ECLOSED / NOOK_ESYS when the peer is gone. */
 int io_stream_flush(io_stream *s);
 
+/* Blocks SIGPIPE in the calling thread for good; for threads the library itself owns. */
+void io_thread_block_sigpipe(void);
+
 /* Sends up to len bytes of a regular file straight from the kernel (plain sockets only; call
  * once the queued output is written). Advances *off. Returns the bytes sent, 0 when the socket
  * is full (EPOLLOUT is then armed until want_out is cleared), or NOOK_ECLOSED / NOOK_ESYS. */

@@ -1,14 +1,20 @@
 /* Unit tests for the lowest layer: buffers, the arena, and the event loop's timers, deferred
  * calls and cross-thread posts. */
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "core/arena.h"
 #include "io/buf.h"
 #include "io/loop.h"
+#include "io/stream.h"
+#include "nook.h"
 
 static void test_buf(void)
 {
@@ -133,6 +139,57 @@ static void test_post(void)
     io_loop_free(loop);
 }
 
+/* sendfile() to a socket whose peer has gone: the error must come back as NOOK_ECLOSED, with
+ * no SIGPIPE (whose default action would end this test program), and the thread's signal mask
+ * and pending set must be as they were. */
+static void sendfile_to_closed_peer(const char *who)
+{
+    char path[] = "/tmp/nook-test-io-XXXXXX";
+    int file = mkstemp(path);
+    CHECK(file >= 0);
+    unlink(path);
+    static char block[65536];
+    CHECK_INT(write(file, block, sizeof block), sizeof block);
+
+    int sv[2];
+    CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    close(sv[1]);
+    io_loop *loop = io_loop_new(&io_alloc_libc);
+    io_stream s;
+    CHECK_INT(io_stream_init(&s, loop, &io_alloc_libc, sv[0], NULL, 1024), NOOK_OK);
+    sigset_t before, after, pending;
+    pthread_sigmask(SIG_SETMASK, NULL, &before);
+    uint64_t off = 0;
+    snprintf(check_case, sizeof check_case, "sendfile on %s", who);
+    CHECK_INT(io_stream_sendfile(&s, file, &off, sizeof block), NOOK_ECLOSED);
+    pthread_sigmask(SIG_SETMASK, NULL, &after);
+    CHECK_INT(sigismember(&after, SIGPIPE), sigismember(&before, SIGPIPE));
+    sigpending(&pending);
+    CHECK(!sigismember(&before, SIGPIPE) ? !sigismember(&pending, SIGPIPE) : 1);
+    check_case[0] = 0;
+    io_stream_close(&s);
+    io_loop_free(loop);
+    close(file);
+}
+
+static void *library_thread(void *arg)
+{
+    (void)arg;
+    io_thread_block_sigpipe();
+    sendfile_to_closed_peer("a library thread");
+    return NULL;
+}
+
+static void test_sendfile_sigpipe(void)
+{
+    signal(SIGPIPE, SIG_DFL);
+    sendfile_to_closed_peer("a host thread");
+    pthread_t th;
+    pthread_create(&th, NULL, library_thread, NULL);
+    pthread_join(th, NULL);
+}
+
 int main(void)
 {
     test_buf();
@@ -140,5 +197,6 @@ int main(void)
     test_timers();
     test_defer();
     test_post();
+    test_sendfile_sigpipe();
     return check_main("io");
 }
