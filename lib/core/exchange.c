@@ -792,7 +792,7 @@ int nook_respond(nook_req *r, int status, const char *content_type, const void *
          * the real framing from the length passed to send_head, so without hooks this work is
          * skipped. */
         char clen[24];
-        snprintf(clen, sizeof clen, "%zu", len);
+        clen[io_fmt_dec(clen, len)] = '\0';
         if ((rc = nook_res_set_header(r, "Content-Length", clen)) != NOOK_OK)
             return rc;
     }

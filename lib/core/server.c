@@ -21,12 +21,14 @@
 
 #include "core/accept.h"
 #include "core/router.h"
+#include "io/pool.h"
 #include "io/sock.h"
 #include "tls/tls.h"
 
 #define MAX_LISTENERS 32
 #define ACCEPTS_PER_EVENT 64
 #define ACCEPT_PAUSE_MS 100
+#define WORKER_POOL_BYTES (1u << 20) /* most bytes of freed blocks a worker keeps for reuse */
 
 enum { SRV_IDLE, SRV_RUNNING, SRV_STOPPED };
 
@@ -59,6 +61,7 @@ struct core_worker {
     core_req_cache req_cache;
     void *scratch;
     size_t scratch_size;
+    io_pool pool; /* small per-request blocks, recycled on this worker's thread */
 };
 
 typedef struct route_target {
@@ -356,6 +359,7 @@ bool core_route_streams_body(const void *target)
 
 io_loop *core_worker_loop(core_worker *w) { return w->loop; }
 const io_alloc *core_worker_alloc(const core_worker *w) { return &w->srv->alloc; }
+const io_alloc *core_worker_pool(core_worker *w) { return io_pool_alloc(&w->pool); }
 const core_limits *core_worker_limits(const core_worker *w) { return &w->srv->limits; }
 bool core_worker_stopping(const core_worker *w) { return w->stopping; }
 const struct core_router *core_worker_router(const core_worker *w) { return w->srv->router; }
@@ -510,6 +514,7 @@ static void worker_free(core_worker *w)
     core_exchange_cache_free(&w->req_cache, &w->srv->alloc);
     io_free(&w->srv->alloc, w->scratch);
     io_loop_free(w->loop);
+    io_pool_drain(&w->pool);
     io_free(&w->srv->alloc, w);
 }
 
@@ -556,6 +561,7 @@ static core_worker *worker_new(nook_server *srv)
     w->conns.next = w->conns.prev = &w->conns;
     w->drain_timer.fn = on_drain_deadline;
     w->accept_pause.fn = on_accept_pause_end;
+    io_pool_init(&w->pool, &srv->alloc, WORKER_POOL_BYTES);
     w->loop = io_loop_new(&srv->alloc);
     if (!w->loop) {
         io_free(&srv->alloc, w);

@@ -48,6 +48,10 @@ nook_str core_worker_date(core_worker *w);
  * (for data used within one synchronous step, such as a parse). NULL on ENOMEM. */
 void *core_worker_scratch(core_worker *w, size_t size);
 
+/* The worker's block pool (io/pool.h) as an allocator: for per-request objects allocated and
+ * freed on the worker's thread only (HTTP/2 streams, nghttp2's memory). */
+const io_alloc *core_worker_pool(core_worker *w);
+
 /* The server's allocator (nook_server_set_allocator): built-in middleware allocates with it. */
 const io_alloc *core_server_alloc(const nook_server *srv);
 

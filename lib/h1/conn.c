@@ -193,16 +193,16 @@ static int queue_head(h1_conn *c, int status, const core_hdr *h, size_t n, int64
 
     const char *rs = reason(status);
     char num[32];
-    int numlen = 0;
+    size_t numlen = 0;
     if (!bodiless && clen >= 0)
-        numlen = snprintf(num, sizeof num, "%lld", (long long)clen);
+        numlen = io_fmt_dec(num, (uint64_t)clen);
 
     size_t total = 13 + strlen(rs) + 2; /* "HTTP/1.1 200 " reason CRLF */
     for (size_t i = 0; i < n; i++)
         if (!(h[i].name.len == 10 && io_caseeq(h[i].name.ptr, "connection", 10)))
             total += h[i].name.len + 2 + h[i].value.len + 2;
     if (numlen)
-        total += 16 + (size_t)numlen + 2;
+        total += 16 + numlen + 2;
     if (c->chunked_out)
         total += 28;
     size_t alt_len = strlen(c->alt_svc);
@@ -214,7 +214,10 @@ static int queue_head(h1_conn *c, int status, const core_hdr *h, size_t n, int64
     if (rc != NOOK_OK)
         return rc;
     char *p = io_buf_tail(&c->s.out), *start = p;
-    p += snprintf(p, 14, "HTTP/1.%d %03d ", c->head.version_minor >= 1 ? 1 : 0, status);
+    p = put(p, c->head.version_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+    io_fmt_status(p, status);
+    p[3] = ' ';
+    p += 4;
     p = put(p, rs, strlen(rs));
     p = put(p, "\r\n", 2);
     for (size_t i = 0; i < n; i++) {
@@ -329,7 +332,9 @@ static int op_send_body(void *stream, const void *p, size_t n, bool end)
     int rc = NOOK_OK;
     if (c->chunked_out && n > 0) {
         char size[24];
-        int sl = snprintf(size, sizeof size, "%zx\r\n", n);
+        size_t sl = io_fmt_hex(size, n);
+        size[sl++] = '\r';
+        size[sl++] = '\n';
         rc = io_buf_reserve(&c->s.out, c->s.alloc, (size_t)sl + n + 2, SIZE_MAX);
         if (rc == NOOK_OK) {
             char *t = io_buf_tail(&c->s.out);

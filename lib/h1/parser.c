@@ -102,17 +102,25 @@ static int scan_head(h1_parser *p, const char *buf, size_t len, const h1_limits 
     size_t max_head = head_limit(lim);
     while (p->scanned < len) {
         size_t i = p->scanned;
-        unsigned char c = (unsigned char)buf[i];
-        if (c == '\n')
+        /* The line's ordinary bytes run up to the next CR or LF (memchr is vectorised). */
+        const char *cr = memchr(buf + i, '\r', len - i);
+        size_t e = cr ? (size_t)(cr - buf) : len;
+        const char *lf = memchr(buf + i, '\n', e - i);
+        if (lf)
+            e = (size_t)(lf - buf);
+        /* The first ordinary byte past a limit decides, the request line's limit first. */
+        size_t over_line = p->past_request_line ? SIZE_MAX : p->line_start + lim->max_request_line;
+        size_t over_head = request_line_start(p) + max_head;
+        if (over_line < e || over_head < e)
+            return over_line <= over_head ? -414 : -431;
+        p->scanned = e;
+        if (e == len)
+            return 0;
+        if (buf[e] == '\n')
             return -400; /* every LF that belongs to a CRLF is consumed with its CR below */
-        if (c != '\r' && !p->past_request_line && i - p->line_start >= lim->max_request_line)
-            return -414;
+        i = e; /* a CR */
         if (i + 1 - request_line_start(p) > max_head)
             return -431;
-        if (c != '\r') {
-            p->scanned = i + 1;
-            continue;
-        }
         if (i + 1 == len)
             return 0;
         if (buf[i + 1] != '\n')
@@ -216,9 +224,16 @@ static int parse_field_line(const char *s, size_t n, h1_header *h)
         i++;
     if (i == 0 || i == n || s[i] != ':')
         return -400;
+    /* Control bytes other than HTAB, looked up and or-ed together: one test per line. */
+    static const unsigned char bad[256] = {
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        [0x7f] = 1,
+    };
+    unsigned char any_bad = 0;
     for (size_t j = i + 1; j < n; j++)
-        if (is_bad_value_byte((unsigned char)s[j]))
-            return -400;
+        any_bad |= bad[(unsigned char)s[j]];
+    if (any_bad)
+        return -400;
     size_t start = i + 1, end = n;
     while (start < end && is_ows((unsigned char)s[start]))
         start++;
@@ -248,10 +263,8 @@ static bool next_element(const char *v, size_t n, size_t *pos, const char **el, 
     return true;
 }
 
-static bool token_is(const char *s, size_t n, const char *lit)
-{
-    return n == strlen(lit) && io_caseeq(s, lit, n);
-}
+/* Case-insensitive comparison of (s, n) with a string literal; the length is compared first. */
+#define token_is(s, n, lit) ((n) == sizeof(lit) - 1 && io_caseeq((s), (lit), sizeof(lit) - 1))
 
 static bool all_tchar(const char *s, size_t n)
 {
@@ -341,9 +354,16 @@ static int note_transfer_encoding(const h1_header *h, head_facts *f)
  * RFC 9112 §3.2 requires to be answered with 400. An empty Host is valid. */
 static bool is_valid_host(const char *s, size_t n)
 {
+    /* Letters, digits and "-._~%!$&'()*+,;=:[]", indexed by byte; bytes >= 0x80 are out. */
+    static const unsigned char ok[128] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0,
+        0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1,
+        0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 0,
+    };
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (!is_alpha(c) && !is_digit(c) && (c == 0 || !strchr("-._~%!$&'()*+,;=:[]", c)))
+        if (c >= 128 || !ok[c])
             return false;
     }
     return true;

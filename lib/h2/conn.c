@@ -79,7 +79,8 @@ static h2_conn *from_defer(io_defer *d) { return (h2_conn *)((char *)d - offseto
 
 static size_t opt(const h2_conn *c, nook_opt o) { return (size_t)core_opt(c->lim, o); }
 static void schedule(h2_conn *c) { io_loop_defer(c->s.loop, &c->resume); }
-static const io_alloc *alloc_of(const h2_conn *c) { return c->s.alloc; }
+/* Per-request memory (streams, their buffers, nghttp2's objects) comes from the worker's pool. */
+static const io_alloc *pool_of(const h2_conn *c) { return core_worker_pool(c->w); }
 
 /* ---------------------------------------------------------------------------------------------
  * Allocator bridge: nghttp2 allocates through the server's hook too.
@@ -104,7 +105,7 @@ static void *mem_realloc(void *p, size_t n, void *ud) { return io_realloc(ud, p,
 
 static h2_stream *stream_new(h2_conn *c, int32_t id)
 {
-    h2_stream *st = io_malloc(alloc_of(c), sizeof *st);
+    h2_stream *st = io_malloc(pool_of(c), sizeof *st);
     if (!st)
         return NULL;
     memset(st, 0, sizeof *st);
@@ -125,9 +126,9 @@ static void stream_free(h2_stream *st)
     st->next->prev = st->prev;
     c->nstreams--;
     c->unconsumed_conn += st->unconsumed + st->frame_bytes + io_buf_size(&st->held);
-    io_buf_free(&st->out, alloc_of(c));
-    io_buf_free(&st->held, alloc_of(c));
-    io_free(alloc_of(c), st);
+    io_buf_free(&st->out, pool_of(c));
+    io_buf_free(&st->held, pool_of(c));
+    io_free(pool_of(c), st);
 }
 
 /* Ends the exchange's life: finished when the whole response went to nghttp2, else cancelled. */
@@ -249,14 +250,15 @@ static int op_send_head(void *stream, int status, const core_hdr *h, size_t n, i
     size_t nnv = 0;
 
     char *status_text = text;
-    text += snprintf(status_text, 4, "%03d", status) + 1;
+    io_fmt_status(status_text, status);
+    text += 3;
     nv[nnv++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
     char *len_text = text;
     bool bodiless = status == 204 || status == 304;
     if (clen >= 0 && !bodiless) {
-        int l = snprintf(len_text, 21, "%lld", (long long)clen);
-        text += l + 1;
-        nv[nnv++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)len_text, 14, (size_t)l,
+        size_t l = io_fmt_dec(len_text, (uint64_t)clen);
+        text += l;
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)len_text, 14, l,
                                  NGHTTP2_NV_FLAG_NONE};
     }
     nnv += append_fields(nv + nnv, text, h, n);
@@ -280,7 +282,7 @@ static int op_send_body(void *stream, const void *p, size_t n, bool end)
     if (c->close_now)
         return NOOK_ECLOSED;
     if (n) {
-        int rc = io_buf_append(&st->out, alloc_of(c), p, n, SIZE_MAX);
+        int rc = io_buf_append(&st->out, pool_of(c), p, n, SIZE_MAX);
         if (rc != NOOK_OK)
             return rc;
     }
@@ -514,7 +516,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     }
     if (st->paused && st->ex && !st->body_done) {
         /* Held, not credited: the peer runs out of window, so this stays bounded by it. */
-        if (io_buf_append(&st->held, alloc_of(c), data, len, SIZE_MAX) != NOOK_OK)
+        if (io_buf_append(&st->held, pool_of(c), data, len, SIZE_MAX) != NOOK_OK)
             refuse(st, 503);
         return 0;
     }
@@ -829,7 +831,7 @@ static int session_new(h2_conn *c)
     }
     nghttp2_option_set_max_settings(o, 32);
     nghttp2_option_set_no_auto_window_update(o, 1);
-    c->mem = (nghttp2_mem){(void *)alloc_of(c), mem_malloc, mem_free, mem_calloc, mem_realloc};
+    c->mem = (nghttp2_mem){(void *)pool_of(c), mem_malloc, mem_free, mem_calloc, mem_realloc};
     int rv = nghttp2_session_server_new3(&c->ng, cbs, c, o, &c->mem);
     nghttp2_option_del(o);
     nghttp2_session_callbacks_del(cbs);

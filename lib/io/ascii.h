@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and letters. */
 extern const unsigned char io_tchar[256];
@@ -33,6 +34,43 @@ static inline int io_hexval(unsigned char c)
     if (c >= 'a' && c <= 'f')
         return c - 'a' + 10;
     return -1;
+}
+
+/* Writes v in decimal at out (at most 20 bytes, no NUL); returns the length. The hot paths
+ * format lengths and statuses with this instead of snprintf. */
+static inline size_t io_fmt_dec(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Writes v in lower-case hexadecimal (at most 16 bytes, no NUL); returns the length. */
+static inline size_t io_fmt_hex(char *out, uint64_t v)
+{
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* Writes a status code as exactly three digits (100..999). */
+static inline void io_fmt_status(char *out, int status)
+{
+    out[0] = (char)('0' + status / 100 % 10);
+    out[1] = (char)('0' + status / 10 % 10);
+    out[2] = (char)('0' + status % 10);
 }
 
 #endif

@@ -1,0 +1,120 @@
+#include "io/pool.h"
+
+#include <string.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define POOL_ASAN 1
+#endif
+#endif
+#ifdef POOL_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#define MIN_SHIFT 5 /* the smallest class holds 32 bytes */
+#define LARGE ((size_t)1 << (MIN_SHIFT + IO_POOL_CLASSES - 1))
+
+/* Every block starts with this header; the caller's bytes follow, 16-byte aligned. */
+typedef union block_head {
+    size_t cap; /* bytes the caller may use: a class size, or the exact size of a large block */
+    max_align_t align;
+} block_head;
+
+static int class_of(size_t cap)
+{
+    int k = 0;
+    while (((size_t)1 << (MIN_SHIFT + k)) < cap)
+        k++;
+    return k;
+}
+
+static void *pool_malloc(size_t n, void *ud)
+{
+    io_pool *p = ud;
+    size_t cap = n;
+    if (n <= LARGE) {
+        int k = class_of(n ? n : 1);
+        cap = (size_t)1 << (MIN_SHIFT + k);
+        block_head *b = p->free[k];
+        if (b) {
+            UNPOISON(b, sizeof *b + cap);
+            p->free[k] = *(void **)(b + 1);
+            p->cached_bytes -= cap;
+            return b + 1;
+        }
+    }
+    block_head *b = io_malloc(p->backing, sizeof *b + cap);
+    if (!b)
+        return NULL;
+    b->cap = cap;
+    return b + 1;
+}
+
+static void pool_free(void *ptr, void *ud)
+{
+    io_pool *p = ud;
+    if (!ptr)
+        return;
+    block_head *b = (block_head *)ptr - 1;
+    size_t cap = b->cap;
+    if (cap <= LARGE && p->cached_bytes + cap <= p->max_cached) {
+        int k = class_of(cap);
+        *(void **)ptr = p->free[k];
+        p->free[k] = b;
+        p->cached_bytes += cap;
+        POISON(b, sizeof *b + cap);
+        return;
+    }
+    io_free(p->backing, b);
+}
+
+static void *pool_realloc(void *ptr, size_t n, void *ud)
+{
+    io_pool *p = ud;
+    if (!ptr)
+        return pool_malloc(n, ud);
+    block_head *b = (block_head *)ptr - 1;
+    if (n <= b->cap)
+        return ptr;
+    if (b->cap > LARGE) { /* large stays large: let the backing allocator move it */
+        block_head *nb = io_realloc(p->backing, b, sizeof *nb + n);
+        if (!nb)
+            return NULL;
+        nb->cap = n;
+        return nb + 1;
+    }
+    void *q = pool_malloc(n, ud);
+    if (!q)
+        return NULL;
+    memcpy(q, ptr, b->cap);
+    pool_free(ptr, ud);
+    return q;
+}
+
+void io_pool_init(io_pool *p, const io_alloc *backing, size_t max_cached)
+{
+    memset(p, 0, sizeof *p);
+    p->as_alloc = (io_alloc){pool_malloc, pool_realloc, pool_free, p};
+    p->backing = backing;
+    p->max_cached = max_cached;
+}
+
+void io_pool_drain(io_pool *p)
+{
+    for (int k = 0; k < IO_POOL_CLASSES; k++) {
+        while (p->free[k]) {
+            block_head *b = p->free[k];
+            UNPOISON(b, sizeof *b + ((size_t)1 << (MIN_SHIFT + k)));
+            p->free[k] = *(void **)(b + 1);
+            io_free(p->backing, b);
+        }
+    }
+    p->cached_bytes = 0;
+}
