@@ -25,7 +25,7 @@
 #define BODY_READ_SLACK 65536 /* input beyond the head limit, for body bytes in flight */
 
 enum phase { PH_HEAD, PH_BODY, PH_WAIT, PH_LINGER };
-enum timer_kind { T_NONE, T_IDLE, T_HEADER, T_BODY, T_WRITE, T_LINGER };
+enum timer_kind { T_NONE, T_SLEEP, T_IDLE, T_HEADER, T_BODY, T_WRITE, T_LINGER };
 
 typedef struct h1_conn {
     core_conn link;
@@ -72,9 +72,8 @@ static size_t opt(const h1_conn *c, nook_opt o) { return (size_t)core_opt(c->lim
 
 static void schedule(h1_conn *c) { io_loop_defer(c->s.loop, &c->resume); }
 
-static void set_timer(h1_conn *c, enum timer_kind kind, nook_opt o)
+static void set_timer_ms(h1_conn *c, enum timer_kind kind, uint64_t ms)
 {
-    uint64_t ms = o ? (uint64_t)core_opt(c->lim, o) : LINGER_MS;
     c->timer_kind = kind;
     if (ms == 0) {
         io_timer_stop(c->s.loop, &c->timer);
@@ -82,6 +81,34 @@ static void set_timer(h1_conn *c, enum timer_kind kind, nook_opt o)
         return;
     }
     io_timer_set(c->s.loop, &c->timer, ms);
+}
+
+static void set_timer(h1_conn *c, enum timer_kind kind, nook_opt o)
+{
+    set_timer_ms(c, kind, o ? (uint64_t)core_opt(c->lim, o) : LINGER_MS);
+}
+
+/* Waiting for a request: the idle timeout, with a stop on the way (NOOK_OPT_IDLE_SLEEP) where
+ * the connection gives back its buffers and TLS state. */
+static void idle_timer(h1_conn *c)
+{
+    nook_opt o = c->nrequests ? NOOK_OPT_IDLE_TIMEOUT : NOOK_OPT_HEADER_TIMEOUT;
+    uint64_t limit = (uint64_t)core_opt(c->lim, o);
+    uint64_t nap = (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_SLEEP);
+    if (nap > 0 && (limit == 0 || nap < limit))
+        set_timer_ms(c, T_SLEEP, nap);
+    else
+        set_timer(c, T_IDLE, o);
+}
+
+/* The sleep stop of idle_timer: free what can be rebuilt, then wait out the rest. */
+static void fall_asleep(h1_conn *c)
+{
+    io_stream_sleep(&c->s);
+    nook_opt o = c->nrequests ? NOOK_OPT_IDLE_TIMEOUT : NOOK_OPT_HEADER_TIMEOUT;
+    uint64_t limit = (uint64_t)core_opt(c->lim, o);
+    uint64_t nap = (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_SLEEP);
+    set_timer_ms(c, T_IDLE, limit ? limit - nap : 0);
 }
 
 /* The timeout that applies to the current phase when no output is waiting. */
@@ -92,7 +119,7 @@ static void phase_timer(h1_conn *c)
         if (io_buf_size(&c->s.in) > 0)
             set_timer(c, T_HEADER, NOOK_OPT_HEADER_TIMEOUT);
         else
-            set_timer(c, T_IDLE, c->nrequests ? NOOK_OPT_IDLE_TIMEOUT : NOOK_OPT_HEADER_TIMEOUT);
+            idle_timer(c);
         break;
     case PH_BODY:
         set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
@@ -570,7 +597,7 @@ static void parse_head(h1_conn *c)
         send_error(c, -rc);
     } else if (rc > 0) {
         start_request(c, (size_t)rc);
-    } else if (c->timer_kind == T_IDLE) {
+    } else if (c->timer_kind == T_IDLE || c->timer_kind == T_SLEEP) {
         /* The first bytes of a request: the whole head must now arrive in time. */
         set_timer(c, T_HEADER, NOOK_OPT_HEADER_TIMEOUT);
     }
@@ -764,6 +791,9 @@ static void on_timer(io_timer *t)
 {
     h1_conn *c = from_timer(t);
     switch (c->timer_kind) {
+    case T_SLEEP:
+        fall_asleep(c);
+        return;
     case T_HEADER:
     case T_BODY:
         core_log(c->w, NOOK_LOG_INFO, "%.*s: request timed out", (int)c->peer_len, c->peer);

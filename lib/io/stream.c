@@ -33,7 +33,7 @@ static size_t plain_pending(const io_stream *s)
 
 static void plain_close(io_stream *s) { (void)s; }
 
-const io_transport io_transport_plain = {plain_recv, plain_send, plain_pending, plain_close};
+const io_transport io_transport_plain = {plain_recv, plain_send, plain_pending, plain_close, NULL};
 
 int io_stream_init(io_stream *s, io_loop *loop, const io_alloc *alloc, int fd, io_watch_fn fn,
                    size_t out_max)
@@ -168,6 +168,16 @@ int64_t io_stream_sendfile(io_stream *s, int fd, uint64_t *off, uint64_t len)
     if (n == 0)
         return NOOK_ESYS; /* the file is shorter than promised */
     return errno == EPIPE || errno == ECONNRESET ? NOOK_ECLOSED : NOOK_ESYS;
+}
+
+void io_stream_sleep(io_stream *s)
+{
+    if (s->watch.fd < 0 || io_buf_size(&s->in) || io_buf_size(&s->out) || s->tr->pending(s))
+        return;
+    io_buf_free(&s->in, s->alloc);
+    io_buf_free(&s->out, s->alloc);
+    if (s->tr->sleep)
+        s->tr->sleep(s);
 }
 
 void io_stream_want_read(io_stream *s, bool on)

@@ -23,6 +23,9 @@ typedef struct io_transport {
     size_t (*pending)(const io_stream *s);
     /* Ends the transport (TLS: close_notify) and frees tr_data; the socket is closed after. */
     void (*close)(io_stream *s);
+    /* Optional (NULL: nothing to do): the stream is idle with nothing pending either way, so the
+     * transport may give back memory it can rebuild (TLS: the record buffers) until next used. */
+    void (*sleep)(io_stream *s);
 } io_transport;
 
 extern const io_transport io_transport_plain;
@@ -66,6 +69,11 @@ void io_thread_block_sigpipe(void);
  * once the queued output is written). Advances *off. Returns the bytes sent, 0 when the socket
  * is full (EPOLLOUT is then armed until want_out is cleared), or NOOK_ECLOSED / NOOK_ESYS. */
 int64_t io_stream_sendfile(io_stream *s, int fd, uint64_t *off, uint64_t len);
+
+/* For an idle stream (nothing buffered either way): frees its input and output buffers and
+ * lets the transport sleep; the next read or write allocates again. A stream with bytes
+ * buffered is left as it is. */
+void io_stream_sleep(io_stream *s);
 
 /* Stops or resumes watching for input (backpressure on a peer that sends too much). */
 void io_stream_want_read(io_stream *s, bool on);

@@ -22,11 +22,15 @@
 #include <mbedtls/oid.h>
 #include <mbedtls/pem.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/platform.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crt.h>
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+#include <mbedtls/ssl_internal.h> /* MBEDTLS_SSL_{IN,OUT}_BUFFER_LEN, for sleeping connections */
+#endif
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C)
 #include <psa/crypto.h>
 #endif
@@ -651,6 +655,27 @@ int tls_prepare(nook_tls *t, bool offer_h2)
  * Connections
  * ------------------------------------------------------------------------------------------- */
 
+/*
+ * Sleep. mbedTLS 2.x gives every context two record buffers of about 16.5 KiB (input and
+ * output) for its whole life; an idle keep-alive connection needs neither. While the context
+ * is between records (nothing read ahead, nothing left to write, no handshake), the only live
+ * bytes in a buffer are its prefix before the message: the 64-bit record counter, the header
+ * and the explicit IV. Sleeping keeps those prefixes and the pointers' offsets, and frees both
+ * buffers; waking allocates them again (mbedtls_calloc, as mbedtls_ssl_setup does) and puts
+ * everything back. mbedTLS 2.28's context fields are public; 3.x made them private, so there
+ * a connection simply never sleeps.
+ */
+#define SLEEP_PREFIX_MAX 64
+
+typedef struct buf_marks {
+    size_t ctr, hdr, len, iv, msg; /* offsets of mbedTLS's pointers into the buffer */
+    unsigned char prefix[SLEEP_PREFIX_MAX];
+} buf_marks;
+
+struct sleep_state {
+    buf_marks in, out;
+};
+
 struct tls_conn {
     mbedtls_ssl_context ssl;
     nook_tls *tls; /* a reference: the config must outlive every connection using it */
@@ -662,6 +687,8 @@ struct tls_conn {
     /* After MBEDTLS_ERR_SSL_WANT_WRITE mbedTLS holds one encrypted record and must be called
      * again with the same plaintext; this is that plaintext's length (0: nothing held). */
     size_t tx_pending;
+    bool asleep; /* the record buffers are released (tls_sleep) */
+    struct sleep_state sleep;
     char err[256];
 };
 
@@ -848,9 +875,101 @@ static ssize_t recv_end(tls_conn *c)
     return -1;
 }
 
+#if MBEDTLS_VERSION_NUMBER < 0x03000000 && !defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
+#define TLS_CAN_SLEEP 1
+#if defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
+#define IN_BUF_LEN(ssl) ((ssl)->in_buf_len)
+#define OUT_BUF_LEN(ssl) ((ssl)->out_buf_len)
+#else
+#define IN_BUF_LEN(ssl) ((size_t)MBEDTLS_SSL_IN_BUFFER_LEN)
+#define OUT_BUF_LEN(ssl) ((size_t)MBEDTLS_SSL_OUT_BUFFER_LEN)
+#endif
+
+static bool mark(buf_marks *m, unsigned char *buf, unsigned char *ctr, unsigned char *hdr,
+                 unsigned char *len, unsigned char *iv, unsigned char *msg)
+{
+    if (!buf || msg < buf || (size_t)(msg - buf) > SLEEP_PREFIX_MAX || ctr < buf || hdr < buf ||
+        len < buf || iv < buf || ctr > msg || hdr > msg || len > msg || iv > msg)
+        return false;
+    *m = (buf_marks){(size_t)(ctr - buf), (size_t)(hdr - buf), (size_t)(len - buf),
+                     (size_t)(iv - buf), (size_t)(msg - buf), {0}};
+    memcpy(m->prefix, buf, m->msg);
+    return true;
+}
+#endif
+
+static void tls_sleep(io_stream *s)
+{
+#ifdef TLS_CAN_SLEEP
+    tls_conn *c = s->tr_data;
+    if (!c)
+        return;
+    mbedtls_ssl_context *ssl = &c->ssl;
+    if (c->asleep || c->fail_errno || c->rx_eof || c->tx_pending ||
+        ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER || ssl->handshake || ssl->in_left ||
+        ssl->in_msglen || ssl->in_offt || ssl->keep_current_message || ssl->out_left ||
+        mbedtls_ssl_check_pending(ssl))
+        return;
+    struct sleep_state st;
+    if (!mark(&st.in, ssl->in_buf, ssl->in_ctr, ssl->in_hdr, ssl->in_len, ssl->in_iv, ssl->in_msg) ||
+        !mark(&st.out, ssl->out_buf, ssl->out_ctr, ssl->out_hdr, ssl->out_len, ssl->out_iv,
+              ssl->out_msg))
+        return;
+    c->sleep = st;
+    mbedtls_platform_zeroize(ssl->in_buf, IN_BUF_LEN(ssl));
+    mbedtls_platform_zeroize(ssl->out_buf, OUT_BUF_LEN(ssl));
+    mbedtls_free(ssl->in_buf);
+    mbedtls_free(ssl->out_buf);
+    ssl->in_buf = ssl->in_ctr = ssl->in_hdr = ssl->in_len = ssl->in_iv = ssl->in_msg = NULL;
+    ssl->out_buf = ssl->out_ctr = ssl->out_hdr = ssl->out_len = ssl->out_iv = ssl->out_msg = NULL;
+    c->asleep = true;
+#else
+    (void)s;
+#endif
+}
+
+/* Gives an asleep connection its buffers back; false (and the connection failed) without
+ * memory. */
+static bool wake(tls_conn *c)
+{
+#ifdef TLS_CAN_SLEEP
+    if (!c->asleep)
+        return true;
+    mbedtls_ssl_context *ssl = &c->ssl;
+    unsigned char *in = mbedtls_calloc(1, IN_BUF_LEN(ssl));
+    unsigned char *out = in ? mbedtls_calloc(1, OUT_BUF_LEN(ssl)) : NULL;
+    if (!out) {
+        mbedtls_free(in);
+        conn_fail(c, "wake", MBEDTLS_ERR_SSL_ALLOC_FAILED);
+        return false;
+    }
+    const buf_marks *i = &c->sleep.in, *o = &c->sleep.out;
+    memcpy(in, i->prefix, i->msg);
+    memcpy(out, o->prefix, o->msg);
+    ssl->in_buf = in;
+    ssl->in_ctr = in + i->ctr;
+    ssl->in_hdr = in + i->hdr;
+    ssl->in_len = in + i->len;
+    ssl->in_iv = in + i->iv;
+    ssl->in_msg = in + i->msg;
+    ssl->out_buf = out;
+    ssl->out_ctr = out + o->ctr;
+    ssl->out_hdr = out + o->hdr;
+    ssl->out_len = out + o->len;
+    ssl->out_iv = out + o->iv;
+    ssl->out_msg = out + o->msg;
+    c->asleep = false;
+#else
+    (void)c;
+#endif
+    return true;
+}
+
 static ssize_t tls_recv(io_stream *s, void *buf, size_t len)
 {
     tls_conn *c = s->tr_data;
+    if (!c->fail_errno && !wake(c))
+        return recv_end(c);
     unsigned char *out = buf;
     size_t got = 0;
     while (got < len && !c->fail_errno && !c->rx_eof) {
@@ -882,6 +1001,10 @@ static size_t write_chunk(tls_conn *c, size_t left)
 static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
 {
     tls_conn *c = s->tr_data;
+    if (!c->fail_errno && !wake(c)) {
+        errno = c->fail_errno;
+        return -1;
+    }
     const unsigned char *in = buf;
     size_t done = 0;
     while (done < len && !c->fail_errno) {
@@ -910,6 +1033,8 @@ static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
 static size_t tls_pending(const io_stream *s)
 {
     const tls_conn *c = s->tr_data;
+    if (c->asleep)
+        return 0; /* it went to sleep with nothing pending */
     size_t avail = mbedtls_ssl_get_bytes_avail(&c->ssl);
     if (avail > 0)
         return avail;
@@ -918,7 +1043,7 @@ static size_t tls_pending(const io_stream *s)
 
 void tls_conn_close_notify(tls_conn *c)
 {
-    if (!c || c->fail_errno)
+    if (!c || c->fail_errno || !wake(c))
         return;
     /* With a record still held from a blocked write, the first call only flushes it; the
      * second then queues the alert itself. */
@@ -932,7 +1057,7 @@ void tls_conn_free(tls_conn *c)
 {
     if (!c)
         return;
-    mbedtls_ssl_free(&c->ssl);
+    mbedtls_ssl_free(&c->ssl); /* asleep, the buffer pointers are NULL and skipped */
     nook_tls *t = c->tls;
     io_free(c->alloc, c);
     tls_unref(t);
@@ -947,4 +1072,4 @@ static void tls_close(io_stream *s)
     s->tr_data = NULL;
 }
 
-const io_transport tls_transport = {tls_recv, tls_send, tls_pending, tls_close};
+const io_transport tls_transport = {tls_recv, tls_send, tls_pending, tls_close, tls_sleep};

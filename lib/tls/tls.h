@@ -90,4 +90,5 @@ void tls_conn_close_notify(tls_conn *c);
 /* Frees the connection state (not the socket). NULL-safe. */
 void tls_conn_free(tls_conn *c);
 
+
 #endif

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Idle connections sleep (NOOK_OPT_IDLE_SLEEP): after a short idle time between requests an
+HTTP/1.1 connection frees its buffers, and a TLS one its two ~16.5 KiB mbedTLS record buffers,
+and both come back when the next request arrives.
+
+Each case opens CONNS TLS connections one after another (ALPN http/1.1), makes one request on
+each, lets them idle, samples the server's RSS, then makes a second request on every one of them
+(each must be answered: the connection woke up correctly, with the record counters intact), and
+idles them again for a third round. The RSS per idle connection is printed for a server that
+sleeps and one that never does (IDLE_SLEEP=0); in a release build it must stay under
+SLEEP_BUDGET_KB and under a third of the awake figure. Under AddressSanitizer freed memory sits
+in its quarantine, so RSS says nothing there: the functional checks still run.
+
+    python3 test_idle_sleep.py --server PATH/nook_test_server --hello PATH/hello
+"""
+import os
+import socket
+import ssl
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nooktest as nt  # noqa: E402
+from nooktest import case, eq, expect  # noqa: E402
+
+CONNS = 200
+NAP_MS = 100
+SLEEP_BUDGET_KB = 16  # per idle TLS connection, server side (measured about 8)
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+def sanitized(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
+def tls_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def request(s, path="/"):
+    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+    r = nt.Reader(s)
+    return r.read_response()
+
+
+def start(opts, nap_ms):
+    srv = nt.TlsTestServer(opts.server, "--threads", "1", "--opt", "IDLE_SLEEP=%d" % nap_ms,
+                           "--opt", "HEADER_TIMEOUT=60000", cleartext=0)
+    return srv.start()
+
+
+def idle_round(srv, ctx, conns):
+    """Opens CONNS connections with one request each; returns RSS growth per connection (KB)
+    after they have been idle well past the nap."""
+    pid = srv.proc.pid
+    base = rss_kb(pid)
+    for _ in range(CONNS):
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.tls_port), timeout=10),
+                            server_hostname="localhost")
+        eq(request(s).status, 200, "first request")
+        conns.append(s)
+    time.sleep(max(0.5, 5 * NAP_MS / 1000))
+    return (rss_kb(pid) - base) / CONNS
+
+
+def every_connection_answers(conns, what):
+    ok = 0
+    for s in conns:
+        resp = request(s)
+        if resp.status == 200:
+            ok += 1
+    eq(ok, len(conns), "connections answering %s" % what)
+
+
+@case
+def idle_tls_connections_sleep_and_wake(opts):
+    ctx = tls_context()
+    figures = {}
+    for nap in (0, NAP_MS):
+        with start(opts, nap) as srv:
+            # Warm the worker up (allocator arenas, caches) so the first round measures conns.
+            warm = ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.tls_port)),
+                                   server_hostname="localhost")
+            eq(request(warm).status, 200, "warm-up request")
+            conns = []
+            try:
+                figures[nap] = idle_round(srv, ctx, conns)
+                every_connection_answers(conns, "after idling (IDLE_SLEEP=%d)" % nap)
+                time.sleep(max(0.5, 5 * NAP_MS / 1000))
+                every_connection_answers(conns, "after idling again (IDLE_SLEEP=%d)" % nap)
+                asan = sanitized(srv.proc.pid)
+            finally:
+                for s in conns + [warm]:
+                    s.close()
+    print("measure: RSS per idle TLS connection: %.1f KiB awake (IDLE_SLEEP=0), %.1f KiB asleep "
+          "(IDLE_SLEEP=%d)%s" % (figures[0], figures[NAP_MS], NAP_MS,
+                                 " [ASan build: not asserted]" if asan else ""))
+    if not asan:
+        expect(figures[NAP_MS] < SLEEP_BUDGET_KB, "RSS per sleeping TLS connection under %d KiB"
+               % SLEEP_BUDGET_KB, "%.1f KiB" % figures[NAP_MS])
+        expect(figures[NAP_MS] * 3 < figures[0], "sleeping connections a third of awake ones",
+               "%.1f vs %.1f KiB" % (figures[NAP_MS], figures[0]))
+
+
+@case
+def idle_plain_connection_wakes_with_pipelined_requests(opts):
+    # The cleartext side frees its buffers too; pipelined requests after a nap all get answers.
+    srv = nt.TestServer(opts.server, "--opt", "IDLE_SLEEP=%d" % NAP_MS).start()
+    with srv:
+        with nt.connect(srv.port) as s:
+            eq(request(s).status, 200, "first request")
+            time.sleep(3 * NAP_MS / 1000)
+            s.sendall(nt.request_bytes("GET", "/") * 3)
+            r = nt.Reader(s)
+            for i in range(3):
+                eq(r.read_response().status, 200, "pipelined request %d after the nap" % i)
+
+
+def setup(opts):
+    return (opts,), ()
+
+
+if __name__ == "__main__":
+    nt.main(setup)
