@@ -35,9 +35,9 @@ bool tls_has_cert(const nook_tls *t);
  * from the ALPN list. Calling it again with the same offer_h2 is a no-op; with a different value
  * it returns NOOK_ESTATE (one nook_tls serves servers that agree on HTTP/2).
  * The config: server endpoint, TLS 1.2 minimum (and 1.3 where the library has it), cipher
- * suites ECDHE-{ECDSA,RSA} with AES-128-GCM, CHACHA20-POLY1305, AES-256-GCM (in that order of
- * preference, server order wins), curves P-256 then X25519 then P-384, renegotiation disabled,
- * session tickets on (keys rotated by mbedtls_ssl_ticket, 24 h lifetime), ALPN list, SNI
+ * suites ECDHE-{ECDSA,RSA} with CHACHA20-POLY1305, AES-128-GCM, AES-256-GCM (in that order of
+ * preference for TLS 1.2, server order wins), curves P-256 then X25519 then P-384,
+ * renegotiation disabled, session tickets on (keys rotated by mbedtls_ssl_ticket, 24 h lifetime), ALPN list, SNI
  * callback. Errors: NOOK_EINVAL (no certificate, or an ALPN list left empty: only "h2"
  * configured and offer_h2 false; the reason is in nook_tls_last_error), NOOK_ESTATE, NOOK_ENOMEM.
  * A failed call leaves the object unprepared.
