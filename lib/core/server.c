@@ -237,7 +237,7 @@ int nook_server_listen(nook_server *srv, const char *addr, nook_tls *tls)
         srv_log(srv, NOOK_LOG_ERROR, "listen %s: cannot parse the address", addr);
         return rc;
     }
-    int fd = io_listen(&l->addr, (int)core_opt(&srv->limits, NOOK_OPT_LISTEN_BACKLOG), true);
+    int fd = io_listen_claim(&l->addr, (int)core_opt(&srv->limits, NOOK_OPT_LISTEN_BACKLOG));
     if (fd < 0) {
         srv_log(srv, NOOK_LOG_ERROR, "listen %s: %s", addr, strerror(errno));
         return fd;

@@ -142,6 +142,31 @@ int io_listen(const io_addr *addr, int backlog, bool reuseport)
     return fd;
 }
 
+int io_listen_claim(const io_addr *addr, int backlog)
+{
+    int family = addr->ss.ss_family;
+    if (family != AF_UNIX && io_addr_port(addr) != 0) {
+        /* SO_REUSEPORT lets any process of the same user bind the port too, so a stale server
+         * would silently share it. A bind without SO_REUSEPORT fails while anyone listens on
+         * the port: try that first, then let it go for the real (shareable) socket. */
+        int probe = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return NOOK_ESYS;
+        int one = 1;
+        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (family == AF_INET6)
+            setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        int rc = bind(probe, (const struct sockaddr *)&addr->ss, addr->len);
+        int e = errno;
+        close(probe);
+        if (rc != 0) {
+            errno = e;
+            return e == EADDRINUSE ? NOOK_EADDRINUSE : NOOK_ESYS;
+        }
+    }
+    return io_listen(addr, backlog, true);
+}
+
 int io_sock_name(int fd, io_addr *out)
 {
     memset(out, 0, sizeof *out);

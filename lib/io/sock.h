@@ -19,6 +19,11 @@ int io_addr_parse(const char *text, io_addr *out);
  * stale socket. Returns the fd, or NOOK_EADDRINUSE / NOOK_ESYS (errno kept). */
 int io_listen(const io_addr *addr, int backlog, bool reuseport);
 
+/* The first socket of a port the server's workers will share (io_listen with reuseport), but
+ * NOOK_EADDRINUSE when another socket already listens on that port, even one that allows
+ * sharing (a stale server of the same user). Port 0 and Unix sockets need no check. */
+int io_listen_claim(const io_addr *addr, int backlog);
+
 /* The bound address of a socket (to learn the port chosen for port 0). */
 int io_sock_name(int fd, io_addr *out);
 

@@ -71,6 +71,13 @@ static void test_listen_and_routes(void)
     CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0);
     close(fd);
 
+    /* So is a second server (which would share it through SO_REUSEPORT if it only asked). */
+    char taken[32];
+    snprintf(taken, sizeof taken, "127.0.0.1:%d", port);
+    nook_server *other = nook_server_new();
+    CHECK_INT(nook_server_listen(other, taken, NULL), NOOK_EADDRINUSE);
+    nook_server_free(other);
+
     CHECK_INT(nook_route(s, "GET /a/{id}", noop, NULL, count_free), NOOK_OK);
     CHECK_INT(nook_route(s, "GET /a/{other}", noop, NULL, count_free), NOOK_EEXIST);
     CHECK_INT(nook_route(s, "POST /a/{other}", noop, NULL, count_free), NOOK_OK);
