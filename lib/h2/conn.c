@@ -203,14 +203,21 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
  * "trailers"). */
 static bool connection_specific(nook_str name, nook_str value)
 {
-    static const char *const names[] = {"connection", "keep-alive", "transfer-encoding", "upgrade",
-                                        "proxy-connection"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (name.len == strlen(names[i]) && io_caseeq(name.ptr, names[i], name.len))
-            return true;
-    if (name.len == 2 && io_caseeq(name.ptr, "te", 2))
-        return !(value.len == 8 && io_caseeq(value.ptr, "trailers", 8));
-    return false;
+    switch (name.len) { /* by length first: this runs for every response field */
+    case 2:
+        return io_caseeq(name.ptr, "te", 2) &&
+               !(value.len == 8 && io_caseeq(value.ptr, "trailers", 8));
+    case 7:
+        return io_caseeq(name.ptr, "upgrade", 7);
+    case 10:
+        return io_caseeq(name.ptr, "connection", 10) || io_caseeq(name.ptr, "keep-alive", 10);
+    case 16:
+        return io_caseeq(name.ptr, "proxy-connection", 16);
+    case 17:
+        return io_caseeq(name.ptr, "transfer-encoding", 17);
+    default:
+        return false;
+    }
 }
 
 /* Converts fields for HTTP/2: names lower-cased into `text` (room for every name's bytes),
