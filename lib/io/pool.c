@@ -21,9 +21,14 @@
 #define MIN_SHIFT 5 /* the smallest class holds 32 bytes */
 #define LARGE ((size_t)1 << (MIN_SHIFT + IO_POOL_CLASSES - 1))
 
-/* Every block starts with this header; the caller's bytes follow, 16-byte aligned. */
+/* Every block starts with this header; the caller's bytes follow, 16-byte aligned. The free-list
+ * link lives here rather than in the caller's bytes: those are poisoned while cached, and
+ * LeakSanitizer does not follow pointers through poisoned memory. */
 typedef union block_head {
-    size_t cap; /* bytes the caller may use: a class size, or the exact size of a large block */
+    struct {
+        size_t cap;                 /* bytes the caller may use: a class size, or a large size */
+        union block_head *next;     /* next cached block of the class */
+    } h;
     max_align_t align;
 } block_head;
 
@@ -44,8 +49,8 @@ static void *pool_malloc(size_t n, void *ud)
         cap = (size_t)1 << (MIN_SHIFT + k);
         block_head *b = p->free[k];
         if (b) {
-            UNPOISON(b, sizeof *b + cap);
-            p->free[k] = *(void **)(b + 1);
+            UNPOISON(b + 1, cap);
+            p->free[k] = b->h.next;
             p->cached_bytes -= cap;
             return b + 1;
         }
@@ -53,7 +58,7 @@ static void *pool_malloc(size_t n, void *ud)
     block_head *b = io_malloc(p->backing, sizeof *b + cap);
     if (!b)
         return NULL;
-    b->cap = cap;
+    b->h.cap = cap;
     return b + 1;
 }
 
@@ -63,13 +68,13 @@ static void pool_free(void *ptr, void *ud)
     if (!ptr)
         return;
     block_head *b = (block_head *)ptr - 1;
-    size_t cap = b->cap;
+    size_t cap = b->h.cap;
     if (cap <= LARGE && p->cached_bytes + cap <= p->max_cached) {
         int k = class_of(cap);
-        *(void **)ptr = p->free[k];
+        b->h.next = p->free[k];
         p->free[k] = b;
         p->cached_bytes += cap;
-        POISON(b, sizeof *b + cap);
+        POISON(b + 1, cap);
         return;
     }
     io_free(p->backing, b);
@@ -81,19 +86,19 @@ static void *pool_realloc(void *ptr, size_t n, void *ud)
     if (!ptr)
         return pool_malloc(n, ud);
     block_head *b = (block_head *)ptr - 1;
-    if (n <= b->cap)
+    if (n <= b->h.cap)
         return ptr;
-    if (b->cap > LARGE) { /* large stays large: let the backing allocator move it */
+    if (b->h.cap > LARGE) { /* large stays large: let the backing allocator move it */
         block_head *nb = io_realloc(p->backing, b, sizeof *nb + n);
         if (!nb)
             return NULL;
-        nb->cap = n;
+        nb->h.cap = n;
         return nb + 1;
     }
     void *q = pool_malloc(n, ud);
     if (!q)
         return NULL;
-    memcpy(q, ptr, b->cap);
+    memcpy(q, ptr, b->h.cap);
     pool_free(ptr, ud);
     return q;
 }
@@ -111,8 +116,8 @@ void io_pool_drain(io_pool *p)
     for (int k = 0; k < IO_POOL_CLASSES; k++) {
         while (p->free[k]) {
             block_head *b = p->free[k];
-            UNPOISON(b, sizeof *b + ((size_t)1 << (MIN_SHIFT + k)));
-            p->free[k] = *(void **)(b + 1);
+            p->free[k] = b->h.next;
+            UNPOISON(b + 1, b->h.cap);
             io_free(p->backing, b);
         }
     }
