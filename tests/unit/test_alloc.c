@@ -22,9 +22,12 @@
 #include "check.h"
 #include "nook.h"
 
-/* Steady-state budgets: allocator calls per request, at most. */
+/* Steady-state budgets: allocator calls per request, at most. HTTP/1.1 allocates nothing.
+ * HTTP/2 allocates nothing either while the Date value stays the same; when it changes (once a
+ * second) HPACK adds the new value to its table, which can take a block the worker's pool does
+ * not have yet: a few calls per second at most, so 10 over the 1,000 requests. */
 #define H1_ALLOCS_PER_REQUEST 0.0
-#define H2_ALLOCS_PER_REQUEST 0.0
+#define H2_ALLOCS_PER_REQUEST 0.01
 
 #define WARMUP 100
 #define MEASURED 1000
@@ -218,7 +221,7 @@ static void measure(const char *proto, int port, double budget)
     snprintf(check_case, sizeof check_case, "%s", proto);
     CHECK_INT(failed, 0);
     double per = (double)used / MEASURED;
-    printf("%s: %ld allocator calls for %d requests (%.3f per request; budget %.1f)\n", proto,
+    printf("%s: %ld allocator calls for %d requests (%.3f per request; budget %.2f)\n", proto,
            used, MEASURED, per, budget);
     CHECK(per <= budget);
     check_case[0] = 0;
