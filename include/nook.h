@@ -136,7 +136,27 @@ typedef enum nook_opt {
     NOOK_OPT_H2_MAX_CONCURRENT_STREAMS, /* SETTINGS_MAX_CONCURRENT_STREAMS [100] */
     NOOK_OPT_H2_INITIAL_WINDOW_SIZE,    /* SETTINGS_INITIAL_WINDOW_SIZE per stream [262144] */
     NOOK_OPT_H2_MAX_FRAME_SIZE,         /* SETTINGS_MAX_FRAME_SIZE [16384] */
-    NOOK_OPT_H2_MAX_HEADER_LIST_SIZE    /* SETTINGS_MAX_HEADER_LIST_SIZE [65536] */
+    NOOK_OPT_H2_MAX_HEADER_LIST_SIZE,   /* SETTINGS_MAX_HEADER_LIST_SIZE [65536] */
+    NOOK_OPT_H2_MAX_GLITCHES,      /* "glitches" an HTTP/2 connection may commit in a burst [1000];
+                                      the budget refills at this many per minute. A glitch is a
+                                      frame that does no useful work: RST_STREAM from the client,
+                                      a reset the server sends because of the client's frame, an
+                                      invalid frame, an empty DATA/HEADERS/CONTINUATION, PRIORITY,
+                                      PING, SETTINGS, an unknown frame type, or a WINDOW_UPDATE
+                                      that is not answering data. Over budget: GOAWAY
+                                      (ENHANCE_YOUR_CALM) and close. 0: no limit */
+    NOOK_OPT_H2_SETTINGS_TIMEOUT,  /* time for the client to acknowledge the server's SETTINGS
+                                      [10000] → GOAWAY(SETTINGS_TIMEOUT) */
+    NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT, /* longest time response data may wait for flow-control
+                                      window the client does not open [30000] →
+                                      GOAWAY(ENHANCE_YOUR_CALM) */
+    NOOK_OPT_H2_MAX_CONN_OUTPUT,   /* response bytes queued on one HTTP/2 connection, all streams
+                                      together, past which writes fail NOOK_EFULL [16777216] */
+    NOOK_OPT_MIN_BODY_RATE,        /* bytes per second an HTTP/1.1 request body must average,
+                                      checked every 5 s while it arrives [512] → 408; 0: off */
+    NOOK_OPT_MAX_CONNECTIONS_PER_IP /* open connections from one client address (IPv4 or IPv6),
+                                      all workers together [0: no limit]; extra ones are closed
+                                      at once. Behind a proxy every client has its address */
 } nook_opt;
 
 NOOK_API int nook_server_set_int(nook_server *srv, nook_opt opt, int64_t value);

@@ -189,6 +189,13 @@ void core_accept(core_worker *w, int fd, const struct sockaddr *peer, socklen_t 
         return;
     }
     core_worker_add_conn(w, &f->link);
+    if (!core_worker_admit_peer(w, peer, &f->s)) {
+        core_log(w, NOOK_LOG_WARN, "%.*s: per-address connection limit (%lld) reached; closing",
+                 (int)f->peer_len, f->peer,
+                 (long long)core_opt(core_worker_limits(w), NOOK_OPT_MAX_CONNECTIONS_PER_IP));
+        finish(f);
+        return;
+    }
     nook_opt timeout = NOOK_OPT_HEADER_TIMEOUT;
     if (l->tls) {
         timeout = NOOK_OPT_TLS_HANDSHAKE_TIMEOUT;

@@ -28,6 +28,7 @@
 #define MAX_LISTENERS 32
 #define ACCEPTS_PER_EVENT 64
 #define ACCEPT_PAUSE_MS 100
+#define PEER_BUCKETS 1024 /* chains of the per-address connection counts */
 #define WORKER_POOL_BYTES (1u << 20) /* most bytes of freed blocks a worker keeps for reuse */
 
 enum { SRV_IDLE, SRV_RUNNING, SRV_STOPPED };
@@ -64,6 +65,15 @@ struct core_worker {
     io_pool pool; /* small per-request blocks, recycled on this worker's thread */
 };
 
+/* Open connections from one client address (NOOK_OPT_MAX_CONNECTIONS_PER_IP). */
+typedef struct peer_count {
+    struct peer_count *next;
+    nook_server *srv;
+    unsigned char addr[16];
+    size_t addr_len;
+    size_t count;
+} peer_count;
+
 typedef struct route_target {
     const io_alloc *alloc;
     nook_handler_fn fn;
@@ -89,6 +99,9 @@ struct nook_server {
     atomic_int state;
     atomic_int stop_requested;
     atomic_int drain_ms;
+    pthread_mutex_t peers_lock; /* guards peers: every worker accepts */
+    peer_count *peers[PEER_BUCKETS];
+    uint64_t peer_seed;         /* hash key, so that addresses cannot be picked to collide */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -120,6 +133,12 @@ static const struct {
     [NOOK_OPT_H2_INITIAL_WINDOW_SIZE] = {262144, 0, 0x7fffffff},
     [NOOK_OPT_H2_MAX_FRAME_SIZE] = {16384, 16384, 16777215},
     [NOOK_OPT_H2_MAX_HEADER_LIST_SIZE] = {65536, 1024, 1 << 24},
+    [NOOK_OPT_H2_MAX_GLITCHES] = {1000, 0, 1000000},
+    [NOOK_OPT_H2_SETTINGS_TIMEOUT] = {10000, 0, 86400000},
+    [NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT] = {30000, 0, 86400000},
+    [NOOK_OPT_H2_MAX_CONN_OUTPUT] = {16 << 20, 65536, (int64_t)1 << 36},
+    [NOOK_OPT_MIN_BODY_RATE] = {512, 0, 1 << 30},
+    [NOOK_OPT_MAX_CONNECTIONS_PER_IP] = {0, 0, 10000000},
 };
 
 static bool opt_valid(int opt) { return opt >= NOOK_OPT_THREADS && opt < CORE_OPT_COUNT; }
@@ -142,6 +161,10 @@ nook_server *nook_server_new(void)
     for (size_t i = 0; i < MAX_LISTENERS; i++)
         srv->listeners[i].fd = -1;
     atomic_init(&srv->state, SRV_IDLE);
+    pthread_mutex_init(&srv->peers_lock, NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    srv->peer_seed = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)srv;
     return srv;
 }
 
@@ -385,6 +408,73 @@ void core_worker_add_conn(core_worker *w, core_conn *c)
     w->conns.next->prev = c;
     w->conns.next = c;
     w->nconns++;
+}
+
+/* ---- connections per client address ---- */
+
+static size_t peer_bucket(const nook_server *srv, const unsigned char *addr, size_t len)
+{
+    uint64_t h = 1469598103934665603ull ^ srv->peer_seed;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ addr[i]) * 1099511628211ull;
+    h ^= h >> 29;
+    return (size_t)(h % PEER_BUCKETS);
+}
+
+static void peer_release(void *arg)
+{
+    peer_count *p = arg;
+    nook_server *srv = p->srv;
+    pthread_mutex_lock(&srv->peers_lock);
+    if (--p->count == 0) {
+        peer_count **pp = &srv->peers[peer_bucket(srv, p->addr, p->addr_len)];
+        while (*pp != p)
+            pp = &(*pp)->next;
+        *pp = p->next;
+        io_free(&srv->alloc, p);
+    }
+    pthread_mutex_unlock(&srv->peers_lock);
+}
+
+bool core_worker_admit_peer(core_worker *w, const struct sockaddr *peer, io_stream *s)
+{
+    nook_server *srv = w->srv;
+    int64_t limit = core_opt(&srv->limits, NOOK_OPT_MAX_CONNECTIONS_PER_IP);
+    const unsigned char *addr;
+    size_t len;
+    if (limit <= 0)
+        return true;
+    if (peer->sa_family == AF_INET) {
+        addr = (const unsigned char *)&((const struct sockaddr_in *)(const void *)peer)->sin_addr;
+        len = 4;
+    } else if (peer->sa_family == AF_INET6) {
+        addr = (const unsigned char *)&((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr;
+        len = 16;
+    } else {
+        return true; /* Unix sockets: local processes, no address to tell apart */
+    }
+    bool ok = true;
+    pthread_mutex_lock(&srv->peers_lock);
+    peer_count **head = &srv->peers[peer_bucket(srv, addr, len)], *p = *head;
+    while (p && !(p->addr_len == len && memcmp(p->addr, addr, len) == 0))
+        p = p->next;
+    if (!p) {
+        p = io_malloc(&srv->alloc, sizeof *p);
+        if (p) {
+            *p = (peer_count){*head, srv, {0}, len, 0};
+            memcpy(p->addr, addr, len);
+            *head = p;
+        }
+    }
+    if (!p || p->count >= (size_t)limit) {
+        ok = false;
+    } else {
+        p->count++;
+        s->on_close = peer_release;
+        s->on_close_arg = p;
+    }
+    pthread_mutex_unlock(&srv->peers_lock);
+    return ok;
 }
 
 void core_worker_remove_conn(core_worker *w, core_conn *c)
@@ -790,5 +880,6 @@ void nook_server_free(nook_server *srv)
         io_free(&srv->alloc, srv->mws[i].prefix);
     }
     io_free(&srv->alloc, srv->mws);
+    pthread_mutex_destroy(&srv->peers_lock);
     free(srv);
 }

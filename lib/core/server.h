@@ -10,8 +10,11 @@
 #include "core/proto.h"
 #include "io/alloc.h"
 #include "io/loop.h"
+#include "io/stream.h"
 
-#define CORE_OPT_COUNT (NOOK_OPT_H2_MAX_HEADER_LIST_SIZE + 1)
+struct sockaddr;
+
+#define CORE_OPT_COUNT (NOOK_OPT_MAX_CONNECTIONS_PER_IP + 1)
 
 /* Read-only after start: every worker reads them without locks. */
 typedef struct core_limits {
@@ -39,6 +42,11 @@ const core_limits *core_worker_limits(const core_worker *w);
 bool core_worker_stopping(const core_worker *w);
 
 void core_worker_add_conn(core_worker *w, core_conn *c);
+
+/* NOOK_OPT_MAX_CONNECTIONS_PER_IP: counts a new connection from `peer` (TCP only) and arranges
+ * for the count to drop when the stream's socket is closed. false: that address already has
+ * its limit (the caller closes the connection). Any worker thread. */
+bool core_worker_admit_peer(core_worker *w, const struct sockaddr *peer, io_stream *s);
 void core_worker_remove_conn(core_worker *w, core_conn *c);
 
 /* The current HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes), cached per second. */

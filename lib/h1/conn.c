@@ -23,6 +23,7 @@
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (256 * 1024)
 #define BODY_READ_SLACK 65536 /* input beyond the head limit, for body bytes in flight */
+#define BODY_RATE_WINDOW_MS 5000 /* NOOK_OPT_MIN_BODY_RATE is checked over windows this long */
 
 enum phase { PH_HEAD, PH_BODY, PH_WAIT, PH_LINGER };
 enum timer_kind { T_NONE, T_SLEEP, T_IDLE, T_HEADER, T_BODY, T_WRITE, T_LINGER };
@@ -42,6 +43,8 @@ typedef struct h1_conn {
     enum timer_kind timer_kind;
     unsigned long nrequests;
     size_t lingered;
+    uint64_t rate_since;  /* loop ms when the current body-rate window began */
+    uint64_t rate_bytes;  /* request body bytes received in it */
     bool keep_alive;   /* this response allows another request after it */
     bool chunked_out;  /* this response is chunk-framed */
     bool res_ended;    /* the whole response is queued */
@@ -447,10 +450,33 @@ static int op_send_file(void *stream, int fd, uint64_t off, uint64_t len)
     return NOOK_OK;
 }
 
+/* Starts a new window for NOOK_OPT_MIN_BODY_RATE (a pause the handler asked for is not the
+ * client's slowness). */
+static void restart_body_rate(h1_conn *c)
+{
+    c->rate_since = io_loop_now(c->s.loop);
+    c->rate_bytes = 0;
+}
+
+/* A body that trickles in (slow POST) keeps a connection and its exchange busy for as long as
+ * the client likes, while each byte resets BODY_TIMEOUT: require an average rate instead. */
+static bool body_too_slow(h1_conn *c)
+{
+    uint64_t rate = opt(c, NOOK_OPT_MIN_BODY_RATE);
+    uint64_t elapsed = io_loop_now(c->s.loop) - c->rate_since;
+    if (rate == 0 || c->body_paused || elapsed < BODY_RATE_WINDOW_MS)
+        return false;
+    if (c->rate_bytes * 1000 < rate * elapsed)
+        return true;
+    restart_body_rate(c);
+    return false;
+}
+
 static void op_resume_body(void *stream)
 {
     h1_conn *c = stream;
     c->body_paused = false;
+    restart_body_rate(c);
     if (c->phase == PH_BODY)
         set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
     if (!c->peer_eof)
@@ -570,6 +596,7 @@ static void start_request(h1_conn *c, size_t head_len)
     c->keep_alive = c->head.keep_alive;
     h1_body_init(&c->body, &c->head, opt(c, NOOK_OPT_MAX_HEADER_BYTES));
     c->phase = PH_BODY;
+    restart_body_rate(c);
     set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
     /* A streaming route's handler runs now, before the body (and may already answer). */
     bool streaming = core_exchange_head_done(c->ex);
@@ -628,6 +655,7 @@ static void read_body(h1_conn *c)
             }
         }
         io_buf_consume(&c->s.in, used);
+        c->rate_bytes += used;
         if (rc == H1_BODY_MORE)
             break;
     }
@@ -728,6 +756,13 @@ static void on_input(h1_conn *c)
         if (c->phase == PH_BODY)
             set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
         process(c);
+        if (c->phase == PH_BODY && c->ex && !c->close_after && !c->close_now &&
+            body_too_slow(c)) {
+            core_log(c->w, NOOK_LOG_INFO, "%.*s: request body below the minimum rate",
+                     (int)c->peer_len, c->peer);
+            send_error(c, 408);
+            schedule(c);
+        }
         return;
     }
     if (rc == 0)

@@ -21,6 +21,11 @@
 #define HEADER_OVERHEAD 32            /* RFC 9113 §6.5.2: each field counts name + value + 32 */
 #define CLOSE_LINGER_MS 1000
 #define RESET_RING 32 /* streams we reset lately: their late HEADERS (trailers) are no error */
+#define GLITCH_WINDOW_MS 60000 /* NOOK_OPT_H2_MAX_GLITCHES refills over this time */
+#define WINDOW_CREDIT_START 16 /* WINDOW_UPDATEs a new connection may send before any data */
+#define WINDOW_CREDIT_MAX 1024
+#define MIN_CONTINUATIONS 8  /* never allow fewer CONTINUATION frames per block than this */
+#define HPACK_BOMB_FACTOR 16 /* a header list this many times the limit ends the connection */
 
 typedef struct h2_conn h2_conn;
 
@@ -66,6 +71,18 @@ struct h2_conn {
     int32_t reset_ring[RESET_RING];
     unsigned reset_next;
     size_t unconsumed_conn;  /* bytes of closed streams still to credit to the connection */
+    size_t queued_out;       /* response bytes in every stream's `out` together */
+    /* Defences against a peer that makes the server work for nothing (see glitch()). */
+    uint64_t glitch_level;  /* glitches, scaled by GLITCH_WINDOW_MS, leaking over time */
+    uint64_t glitch_at;     /* loop ms of the last glitch */
+    uint32_t window_credit; /* WINDOW_UPDATEs an honest client may send now without a glitch */
+    size_t block_bytes;     /* wire bytes of the header block being received */
+    size_t block_frames;    /* CONTINUATION frames in it */
+    uint64_t started_at;    /* loop ms when our SETTINGS were queued */
+    bool settings_acked;    /* the peer acknowledged our SETTINGS */
+    uint64_t stalled_since; /* loop ms since response data has waited for window; 0: none */
+    bool calm;              /* ending for misbehaviour (see end_connection) */
+    bool lingering;         /* GOAWAY out, write side shut: input is read and dropped */
     bool close_now;
     bool draining; /* GOAWAY sent: close once streams are done and output is flushed */
     bool peer_eof;
@@ -126,6 +143,7 @@ static void stream_free(h2_stream *st)
     st->next->prev = st->prev;
     c->nstreams--;
     c->unconsumed_conn += st->unconsumed + st->frame_bytes + io_buf_size(&st->held);
+    c->queued_out -= io_buf_size(&st->out);
     io_buf_free(&st->out, pool_of(c));
     io_buf_free(&st->held, pool_of(c));
     io_free(pool_of(c), st);
@@ -167,6 +185,139 @@ static void consume_received(h2_conn *c)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Defences: a peer that makes the server work for nothing (Rapid Reset, MadeYouReset, floods of
+ * empty or useless frames) spends a per-connection budget of "glitches"; past it the connection
+ * ends with GOAWAY(ENHANCE_YOUR_CALM). The budget is a leaky bucket: NOOK_OPT_H2_MAX_GLITCHES at
+ * once, refilled at that many per GLITCH_WINDOW_MS, so a long-lived honest connection that
+ * cancels a stream now and then never runs out.
+ * ------------------------------------------------------------------------------------------- */
+
+/* From now on the connection only says goodbye: it closes once its GOAWAY is out, or after
+ * one fixed grace period if the peer reads nothing (frames it sends meanwhile do not extend
+ * it). */
+static void start_closing(h2_conn *c)
+{
+    if (c->calm)
+        return;
+    c->calm = true;
+    io_timer_set(c->s.loop, &c->timer, CLOSE_LINGER_MS);
+}
+
+/* Ends a connection whose peer misbehaves: GOAWAY with `code`, nothing more is read, and the
+ * connection closes once the GOAWAY is out (or CLOSE_LINGER_MS later if the peer reads
+ * nothing). */
+static void end_connection(h2_conn *c, uint32_t code, const char *why)
+{
+    if (c->calm)
+        return;
+    start_closing(c);
+    core_log(c->w, NOOK_LOG_WARN, "%.*s: h2: %s: GOAWAY(%s)", (int)c->peer_len, c->peer, why,
+             code == NGHTTP2_ENHANCE_YOUR_CALM ? "ENHANCE_YOUR_CALM"
+                                               : nghttp2_http2_strerror(code));
+    nghttp2_session_terminate_session(c->ng, code);
+    c->draining = true;
+    schedule(c);
+}
+
+static void calm_down(h2_conn *c, const char *why)
+{
+    end_connection(c, NGHTTP2_ENHANCE_YOUR_CALM, why);
+}
+
+static void glitches(h2_conn *c, const char *what, uint64_t n)
+{
+    uint64_t max = opt(c, NOOK_OPT_H2_MAX_GLITCHES);
+    if (max == 0 || c->calm)
+        return;
+    uint64_t now = io_loop_now(c->s.loop);
+    uint64_t elapsed = now - c->glitch_at;
+    if (elapsed > GLITCH_WINDOW_MS)
+        elapsed = GLITCH_WINDOW_MS;
+    uint64_t leak = elapsed * max;
+    c->glitch_level = leak >= c->glitch_level ? 0 : c->glitch_level - leak;
+    c->glitch_at = now;
+    c->glitch_level += n * GLITCH_WINDOW_MS;
+    if (c->glitch_level > max * GLITCH_WINDOW_MS) {
+        char why[96];
+        snprintf(why, sizeof why, "too many useless frames (the last: %s)", what);
+        calm_down(c, why);
+    }
+}
+
+static void glitch(h2_conn *c, const char *what) { glitches(c, what, 1); }
+
+/* CONTINUATION frames allowed after a HEADERS frame: enough for a header list at the advertised
+ * limit in frames of the advertised size, twice over (HPACK may expand), and never fewer than
+ * nghttp2's own default. */
+static size_t max_continuations(const h2_conn *c)
+{
+    size_t per_block =
+        opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE) / opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE);
+    size_t n = 2 * per_block + 2;
+    return n < MIN_CONTINUATIONS ? MIN_CONTINUATIONS : n;
+}
+
+/* Counts what a frame header alone reveals; called for every frame nghttp2 reads. */
+static void screen_frame(h2_conn *c, const nghttp2_frame_hd *hd)
+{
+    switch (hd->type) {
+    case NGHTTP2_DATA:
+        if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM))
+            glitch(c, "empty DATA");
+        break;
+    case NGHTTP2_HEADERS:
+        c->block_bytes = hd->length;
+        c->block_frames = 0;
+        if (hd->length == 0)
+            glitch(c, "empty HEADERS");
+        break;
+    case NGHTTP2_CONTINUATION:
+        c->block_bytes += hd->length;
+        if (hd->length == 0)
+            glitch(c, "empty CONTINUATION");
+        /* nghttp2 1.52 only bounds this when Debian's backport is there; this works anyway. */
+        if (++c->block_frames > max_continuations(c) ||
+            c->block_bytes >
+                2 * opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE) + opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE))
+            calm_down(c, "header block too long (CONTINUATION flood)");
+        break;
+    case NGHTTP2_PRIORITY:
+        glitch(c, "PRIORITY"); /* RFC 9113 deprecates it; nook ignores it */
+        break;
+    case NGHTTP2_RST_STREAM:
+        glitch(c, "RST_STREAM from the client");
+        break;
+    case NGHTTP2_SETTINGS:
+        if (!(hd->flags & NGHTTP2_FLAG_ACK))
+            glitch(c, "SETTINGS");
+        break;
+    case NGHTTP2_PING:
+        if (!(hd->flags & NGHTTP2_FLAG_ACK))
+            glitch(c, "PING");
+        break;
+    case NGHTTP2_WINDOW_UPDATE:
+        /* An honest client opens windows as it receives data: each DATA frame sent and each
+         * request earns credit for a couple of updates. Updates beyond that are a flood. */
+        if (c->window_credit > 0)
+            c->window_credit--;
+        else
+            glitch(c, "WINDOW_UPDATE");
+        break;
+    case NGHTTP2_GOAWAY:
+        break;
+    default:
+        glitch(c, "unknown frame type");
+        break;
+    }
+}
+
+static void earn_window_credit(h2_conn *c, uint32_t n)
+{
+    c->window_credit = c->window_credit + n > WINDOW_CREDIT_MAX ? WINDOW_CREDIT_MAX
+                                                                : c->window_credit + n;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Response side: core_stream_ops
  * ------------------------------------------------------------------------------------------- */
 
@@ -184,6 +335,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     if (n)
         memcpy(buf, io_buf_head(&st->out), n);
     io_buf_consume(&st->out, n);
+    st->c->queued_out -= n;
     if (io_buf_size(&st->out) == 0) {
         if (st->body_end) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -289,9 +441,19 @@ static int op_send_body(void *stream, const void *p, size_t n, bool end)
     if (c->close_now)
         return NOOK_ECLOSED;
     if (n) {
+        /* Every stream's queue counts toward one cap, so a client that opens many streams
+         * and reads none of them cannot grow memory without limit. */
+        if (c->queued_out + n > opt(c, NOOK_OPT_H2_MAX_CONN_OUTPUT)) {
+            /* A whole response that cannot be queued would leave its stream hanging: break
+             * it off. A streaming writer gets the error and may try again on WRITABLE. */
+            if (end)
+                reset_stream(c, st->id, NGHTTP2_INTERNAL_ERROR);
+            return NOOK_EFULL;
+        }
         int rc = io_buf_append(&st->out, pool_of(c), p, n, SIZE_MAX);
         if (rc != NOOK_OK)
             return rc;
+        c->queued_out += n;
     }
     if (end)
         st->body_end = true;
@@ -361,6 +523,11 @@ static void refuse(h2_stream *st, int status)
     h2_conn *c = st->c;
     core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 stream %d: rejecting request: %d", (int)c->peer_len,
              c->peer, st->id, status);
+    /* An oversized header list costs one glitch per limit's worth of decoded bytes: an HPACK
+     * bomb (a few bytes on the wire, megabytes decoded) spends the budget fast. */
+    if (status == 431)
+        glitches(c, "a header list over the advertised limit",
+                 1 + st->header_bytes / opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE));
     if (st->ex) {
         core_exchange_cancel(st->ex);
         st->ex = NULL;
@@ -415,9 +582,15 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     if (!st || !st->ex || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers: accepted, not passed on */
     /* nghttp2 1.52 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it. */
+    st->header_bytes += namelen + valuelen + HEADER_OVERHEAD;
+    if (st->header_bytes > HPACK_BOMB_FACTOR * opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE)) {
+        /* A few bytes on the wire that decode to this much are an attack, not a mistake:
+         * stop decoding now (a callback failure ends nghttp2's input processing). */
+        calm_down(c, "HPACK bomb (a header list decoding far past the limit)");
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if (st->refuse_status)
         return 0; /* already over a limit: the rest is decoded (HPACK state) but dropped */
-    st->header_bytes += namelen + valuelen + HEADER_OVERHEAD;
     if (st->header_bytes > opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE) ||
         ++st->nheaders > opt(c, NOOK_OPT_MAX_HEADERS)) {
         st->refuse_status = 431; /* answered once the header block is complete */
@@ -472,8 +645,12 @@ static void deliver(h2_stream *st, const uint8_t *data, size_t len)
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     h2_conn *c = ud;
+    if (f->hd.type == NGHTTP2_SETTINGS && (f->hd.flags & NGHTTP2_FLAG_ACK))
+        c->settings_acked = true;
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+        earn_window_credit(c, 2);
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (st && f->hd.type == NGHTTP2_DATA) {
         st->unconsumed += st->frame_bytes;
@@ -554,6 +731,7 @@ static bool reset_lately(const h2_conn *c, int32_t id)
 static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ud)
 {
     h2_conn *c = ud;
+    screen_frame(c, hd);
     if (hd->type != NGHTTP2_HEADERS || hd->stream_id <= 0 || (hd->stream_id & 1) == 0)
         return 0;
     if (hd->stream_id > c->max_stream_id) {
@@ -572,13 +750,32 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     h2_conn *c = ud;
     if (f->hd.type == NGHTTP2_RST_STREAM) {
         remember_reset(c, f->hd.stream_id);
+        /* MadeYouReset: frames that make the server reset a stream cost as much as the
+         * client's own resets. NO_ERROR (after a codec answer) and INTERNAL_ERROR (the
+         * handler's or our own failure) are not the client's doing. */
+        uint32_t code = f->rst_stream.error_code;
+        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_INTERNAL_ERROR)
+            glitch(c, "a stream reset the client caused");
         return 0;
+    }
+    if (f->hd.type == NGHTTP2_DATA) {
+        earn_window_credit(c, 2);
+        c->stalled_since = 0; /* progress */
     }
     if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (st && st->refused && !st->remote_ended)
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err, void *ud)
+{
+    (void)ng;
+    (void)f;
+    (void)err;
+    glitch(ud, "an invalid frame");
     return 0;
 }
 
@@ -631,8 +828,44 @@ static void deliver_held(h2_conn *c)
     consume_received(c);
 }
 
+/* Notes when response data starts waiting for window the client does not open (on the stream
+ * or the connection); any DATA frame sent ends the stall (on_frame_send). */
+static void update_stall(h2_conn *c)
+{
+    bool waiting = false;
+    if (c->queued_out > 0 && nghttp2_session_get_remote_window_size(c->ng) <= 0)
+        waiting = true;
+    for (h2_stream *st = c->streams.next; !waiting && st != &c->streams; st = st->next)
+        if (io_buf_size(&st->out) > 0 && nghttp2_session_find_stream(c->ng, st->id) &&
+            nghttp2_session_get_stream_remote_window_size(c->ng, st->id) <= 0)
+            waiting = true;
+    if (!waiting) {
+        c->stalled_since = 0;
+    } else if (c->stalled_since == 0) {
+        uint64_t now = io_loop_now(c->s.loop);
+        c->stalled_since = now ? now : 1;
+    }
+}
+
+/* The earliest deadline that runs from a moment rather than from the last event (so frames
+ * the client sends meanwhile do not push it back): the SETTINGS acknowledgement and a stalled
+ * response. 0: none. */
+static uint64_t fixed_deadline(const h2_conn *c)
+{
+    uint64_t d = 0;
+    uint64_t t = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_SETTINGS_TIMEOUT);
+    if (!c->settings_acked && t > 0)
+        d = c->started_at + t;
+    t = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT);
+    if (c->stalled_since && t > 0 && (d == 0 || c->stalled_since + t < d))
+        d = c->stalled_since + t;
+    return d;
+}
+
 static void set_phase_timer(h2_conn *c)
 {
+    if (c->calm)
+        return; /* its one timer is set (start_closing) */
     uint64_t ms;
     if (receiving(c))
         ms = (uint64_t)core_opt(c->lim, NOOK_OPT_BODY_TIMEOUT);
@@ -642,6 +875,13 @@ static void set_phase_timer(h2_conn *c)
         ms = c->draining ? CLOSE_LINGER_MS : (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_TIMEOUT);
     else
         ms = 0; /* handlers at work: their pace */
+    uint64_t deadline = fixed_deadline(c);
+    if (deadline) {
+        uint64_t now = io_loop_now(c->s.loop);
+        uint64_t left = deadline > now ? deadline - now : 1;
+        if (ms == 0 || left < ms)
+            ms = left;
+    }
     if (ms)
         io_timer_set(c->s.loop, &c->timer, ms);
     else
@@ -688,6 +928,8 @@ static void pump_output(h2_conn *c)
 static void notify_writable(h2_conn *c)
 {
     size_t low = opt(c, NOOK_OPT_OUTPUT_HIGH_WATER) / 2;
+    if (c->queued_out >= opt(c, NOOK_OPT_H2_MAX_CONN_OUTPUT) / 2)
+        return; /* the connection as a whole is backed up */
     for (h2_stream *st = c->streams.next; st != &c->streams; st = st->next)
         if (st->ex && st->dispatched && !core_exchange_ended(st->ex) && io_buf_size(&st->out) < low)
             core_exchange_writable(st->ex);
@@ -705,10 +947,13 @@ static void feed_input(h2_conn *c)
         /* nghttp2 has queued a GOAWAY where the protocol asks for one: send it, then close. */
         io_buf_consume(&c->s.in, n);
         c->draining = true;
+        start_closing(c);
         return;
     }
     io_buf_consume(&c->s.in, (size_t)used);
     consume_received(c);
+    if (!c->draining && !nghttp2_session_want_read(c->ng))
+        start_closing(c); /* nghttp2 ended the session over the peer's frames */
 }
 
 static void service(h2_conn *c)
@@ -719,11 +964,23 @@ static void service(h2_conn *c)
         pump_output(c);
     if (!c->close_now)
         notify_writable(c);
+    update_stall(c);
+    if (c->calm)
+        io_stream_want_read(&c->s, false);
     bool done = !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng);
     if (c->draining && c->nstreams == 0 && io_buf_size(&c->s.out) == 0)
         done = true;
     if (c->peer_eof)
         done = true; /* HTTP/2 has no half-close: the peer is gone, its streams with it */
+    if (done && c->calm && !c->lingering && !c->peer_eof && io_buf_size(&c->s.out) == 0) {
+        /* Closing with the peer's frames unread would reset the connection, and a reset may
+         * destroy the GOAWAY before the peer reads it: shut our side, drop input a while. */
+        shutdown(c->s.watch.fd, SHUT_WR);
+        c->lingering = true;
+        io_stream_want_read(&c->s, true);
+        io_timer_set(c->s.loop, &c->timer, CLOSE_LINGER_MS);
+        return;
+    }
     if (done && (io_buf_size(&c->s.out) == 0 || c->peer_eof))
         c->close_now = true;
     if (c->close_now)
@@ -757,6 +1014,15 @@ static void on_io(io_watch *w, uint32_t events)
         schedule(c);
         return;
     }
+    if (c->lingering) {
+        int rc = io_stream_read(&c->s, 65536);
+        io_buf_consume(&c->s.in, io_buf_size(&c->s.in));
+        if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
+            c->close_now = true;
+            schedule(c);
+        }
+        return;
+    }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
         /* Read what fits; input beyond the limit waits in the socket (TCP backpressure). */
         int rc = io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
@@ -773,7 +1039,7 @@ static void on_io(io_watch *w, uint32_t events)
 static void on_resume(io_defer *d)
 {
     h2_conn *c = from_defer(d);
-    if (!c->close_now) {
+    if (!c->close_now && !c->lingering) {
         if (!c->peer_eof && c->s.tr->pending(&c->s) > 0)
             io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
         service(c);
@@ -785,6 +1051,24 @@ static void on_resume(io_defer *d)
 static void on_timer(io_timer *t)
 {
     h2_conn *c = from_timer(t);
+    if (c->calm) {
+        c->close_now = true;
+        schedule(c);
+        return;
+    }
+    uint64_t now = io_loop_now(c->s.loop);
+    uint64_t settings_ms = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_SETTINGS_TIMEOUT);
+    uint64_t window_ms = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT);
+    if (!c->settings_acked && settings_ms > 0 && now >= c->started_at + settings_ms) {
+        end_connection(c, NGHTTP2_SETTINGS_TIMEOUT, "SETTINGS not acknowledged in time");
+        service(c);
+        return;
+    }
+    if (c->stalled_since && window_ms > 0 && now >= c->stalled_since + window_ms) {
+        calm_down(c, "response held back by a flow-control window left closed");
+        service(c);
+        return;
+    }
     if (c->nstreams == 0 && io_buf_size(&c->s.out) == 0 && !c->draining) {
         /* Idle: say goodbye properly, then close shortly after. */
         nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
@@ -830,6 +1114,7 @@ static int session_new(h2_conn *c)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option *o;
     if (nghttp2_option_new(&o) != 0) {
@@ -838,6 +1123,17 @@ static int session_new(h2_conn *c)
     }
     nghttp2_option_set_max_settings(o, 32);
     nghttp2_option_set_no_auto_window_update(o, 1);
+    /* nghttp2's own limits, where this build of it has them, back ours up: set looser than
+     * ours, so the client hears ENHANCE_YOUR_CALM from us first. */
+#ifdef NOOK_HAVE_NGHTTP2_RESET_RATE_LIMIT
+    uint64_t glitches = opt(c, NOOK_OPT_H2_MAX_GLITCHES);
+    if (glitches > 0)
+        nghttp2_option_set_stream_reset_rate_limit(o, 2 * glitches,
+                                                   2 * glitches * 1000 / GLITCH_WINDOW_MS + 1);
+#endif
+#ifdef NOOK_HAVE_NGHTTP2_MAX_CONTINUATIONS
+    nghttp2_option_set_max_continuations(o, max_continuations(c) + 2);
+#endif
     c->mem = (nghttp2_mem){(void *)pool_of(c), mem_malloc, mem_free, mem_calloc, mem_realloc};
     int rv = nghttp2_session_server_new3(&c->ng, cbs, c, o, &c->mem);
     nghttp2_option_del(o);
@@ -881,6 +1177,8 @@ static h2_conn *start(core_worker *w, io_stream *from, nook_str peer)
         io_free(a, c);
         return NULL;
     }
+    c->started_at = io_loop_now(c->s.loop);
+    c->window_credit = WINDOW_CREDIT_START;
     core_worker_add_conn(w, &c->link);
     io_stream_want_read(&c->s, true);
     schedule(c); /* input may already be buffered (h2c preface, TLS records) */

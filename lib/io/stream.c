@@ -199,6 +199,11 @@ void io_stream_close(io_stream *s)
         io_watch_del(s->loop, &s->watch);
         close(s->watch.fd);
         s->watch.fd = -1;
+        if (s->on_close) {
+            void (*fn)(void *) = s->on_close;
+            s->on_close = NULL;
+            fn(s->on_close_arg);
+        }
     }
     io_buf_free(&s->in, s->alloc);
     io_buf_free(&s->out, s->alloc);

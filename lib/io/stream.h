@@ -39,6 +39,10 @@ struct io_stream {
     io_buf in, out;
     size_t out_max; /* hard cap on queued output */
     bool want_out;  /* keep EPOLLOUT armed with nothing queued (a file being sent) */
+    /* Called once, right after the socket is closed (by io_stream_close), whoever owns the
+     * stream by then: the server's per-address connection count. Moves with the stream. */
+    void (*on_close)(void *arg);
+    void *on_close_arg;
 };
 
 /* Sets up a stream for a connected non-blocking socket and starts watching it for input. */

@@ -2,7 +2,7 @@
  * The server the integration tests drive: a fixed set of routes that exercise the handler API.
  *
  *   nook_test_server [--tls-cert F --tls-key F] [--listen ADDR]... [--threads N] [--no-h2]
- *                    [--opt NAME=VALUE]... [--drain MS]
+ *                    [--opt NAME=VALUE]... [--drain MS] [--quiet]
  *
  * Listeners after --tls-cert/--tls-key serve TLS (ALPN h2 / http/1.1); others are cleartext
  * (HTTP/1.1 and h2c). --no-h2 sets NOOK_OPT_HTTP2 to 0.
@@ -563,6 +563,12 @@ static int set_opt(const char *spec)
         {"H2_INITIAL_WINDOW_SIZE", NOOK_OPT_H2_INITIAL_WINDOW_SIZE},
         {"H2_MAX_FRAME_SIZE", NOOK_OPT_H2_MAX_FRAME_SIZE},
         {"H2_MAX_HEADER_LIST_SIZE", NOOK_OPT_H2_MAX_HEADER_LIST_SIZE},
+        {"H2_MAX_GLITCHES", NOOK_OPT_H2_MAX_GLITCHES},
+        {"H2_SETTINGS_TIMEOUT", NOOK_OPT_H2_SETTINGS_TIMEOUT},
+        {"H2_ZERO_WINDOW_TIMEOUT", NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT},
+        {"H2_MAX_CONN_OUTPUT", NOOK_OPT_H2_MAX_CONN_OUTPUT},
+        {"MIN_BODY_RATE", NOOK_OPT_MIN_BODY_RATE},
+        {"MAX_CONNECTIONS_PER_IP", NOOK_OPT_MAX_CONNECTIONS_PER_IP},
     };
     const char *eq = strchr(spec, '=');
     if (!eq)
@@ -592,6 +598,8 @@ int main(int argc, char **argv)
             cert = argv[++i];
         else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc)
             key = argv[++i];
+        else if (strcmp(argv[i], "--quiet") == 0) /* warnings and errors only */
+            nook_server_set_logger(server, nook_log_stderr, NOOK_LOG_WARN, NULL);
         else if (strcmp(argv[i], "--no-h2") == 0)
             rc = nook_server_set_int(server, NOOK_OPT_HTTP2, 0);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)

@@ -36,6 +36,18 @@ static void test_options(void)
     CHECK_INT(nook_server_set_int(s, NOOK_OPT_MAX_HEADERS, -1), NOOK_EINVAL);
     CHECK_INT(nook_server_set_int(s, (nook_opt)999, 1), NOOK_EINVAL);
     CHECK_INT(nook_server_get_int(s, (nook_opt)999), NOOK_EINVAL);
+    /* The hardening options: their defaults (docs/security.md) and their ranges. */
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_H2_MAX_GLITCHES), 1000);
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_H2_SETTINGS_TIMEOUT), 10000);
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT), 30000);
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_H2_MAX_CONN_OUTPUT), 16 << 20);
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_MIN_BODY_RATE), 512);
+    CHECK_INT(nook_server_get_int(s, NOOK_OPT_MAX_CONNECTIONS_PER_IP), 0);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_H2_MAX_GLITCHES, 0), NOOK_OK); /* off */
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_H2_MAX_GLITCHES, -1), NOOK_EINVAL);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_H2_MAX_CONN_OUTPUT, 1024), NOOK_EINVAL);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_MIN_BODY_RATE, -1), NOOK_EINVAL);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_MAX_CONNECTIONS_PER_IP, 1), NOOK_OK);
     nook_server_free(s);
     nook_server_free(NULL); /* safe */
 }
