@@ -30,6 +30,8 @@ WORKLOADS = {
     "handshakes": ("conn/CPU-s",
                    "new TLS connections, one request each, per second of server CPU"),
     "idle-memory": ("KiB/conn", "RSS growth per idle HTTP/2 TLS connection (lower is better)"),
+    "idle-memory-h1": ("KiB/conn", "RSS growth per idle HTTP/1.1 TLS connection after one "
+                       "request (lower is better)"),
 }
 
 # OpenSSL's suite names (as h2load prints them) -> the line of bench/aesgcm.c that bounds them.
@@ -223,13 +225,13 @@ def machine_section(path):
 LEGEND = ("Each cell: the median of the runs, then (min–max) when they differ; **!** marks a "
           "figure where at least one run had failed, errored or timed-out requests, non-2xx "
           "answers, socket errors or a check that did not hold (see \"Every run\"). nook/peer above 1 means nook did more — "
-          "except for idle-memory, where below 1 means nook used less.")
+          "except for idle-memory rows, where below 1 means nook used less.")
 
 
 def write_plot_data(path, ratios):
     with open(path, "w", encoding="utf-8") as f:
         for w, *rs in ratios:
-            label = w + ("\\n(lower is better)" if w == "idle-memory" else "")
+            label = w + ("\\n(lower is better)" if w.startswith("idle-memory") else "")
             f.write(f'"{label}" ' + " ".join("?" if r is None else f"{r:.4f}" for r in rs) + "\n")
 
 

@@ -19,7 +19,7 @@ REPO=$PWD
 PY=/usr/bin/python3 # Debian's, whatever else is first in PATH
 REPORT="$PY $REPO/bench/report.py"
 
-ALL_WORKLOADS=(h2-tls h2c h1-tls h1-plain h2-tls-64k h1-plain-1m handshakes idle-memory)
+ALL_WORKLOADS=(h2-tls h2c h1-tls h1-plain h2-tls-64k h1-plain-1m handshakes idle-memory idle-memory-h1)
 SERVERS=(nook nginx h2o)
 RUNS=${BENCH_RUNS:-3}
 QUICK=${BENCH_QUICK:-0}
@@ -314,7 +314,9 @@ print(f"{value:.1f}", int(len(notes) == 1 and value > 0), "; ".join(notes), "", 
 # freed, so a second round on the same process would reuse it). The sum covers every process
 # of the server (nginx's master and worker, h2o's helpers).
 idle_run() {
-  local s=$1 r=$2 log=$LOGS/idle-memory.$1.$2.log client rss0 rss1 line=""
+  local w=$1 s=$2 r=$3 alpn=h2 client rss0 rss1 line=""
+  local log=$LOGS/$w.$s.$r.log
+  [ "$w" = idle-memory-h1 ] && alpn=http/1.1
   stop_server "$s"
   start_server "$s"
   wait_ready "$s"
@@ -322,7 +324,7 @@ idle_run() {
   sleep 0.5
   rss0=$(rss_kib "${PID[$s]}")
   "${CLIENT_CPU[@]}" $PY bench/idle.py 127.0.0.1 "${TLS_PORT[$s]}" "$IDLE_CONNS" \
-    --deadline "$IDLE_DEADLINE_S" >"$log" 2>&1 &
+    --alpn "$alpn" --deadline "$IDLE_DEADLINE_S" >"$log" 2>&1 &
   client=$!
   CLIENT_PIDS+=("$client")
   for _ in $(seq $(((IDLE_DEADLINE_S + 10) * 10))); do
@@ -335,10 +337,10 @@ idle_run() {
   if [ "$line" = "open $IDLE_CONNS" ]; then
     sleep 2 # idle: past NOOK_OPT_IDLE_SLEEP (1 s), and whatever follows the handshakes is done
     rss1=$(rss_kib "${PID[$s]}")
-    record idle-memory "$s" "$r" "$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CONNS" \
+    record "$w" "$s" "$r" "$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE_CONNS" \
       'BEGIN { printf "%.2f", (b - a) / n }')" 1 "RSS $rss0 -> $rss1 KiB" ""
   else
-    record idle-memory "$s" "$r" 0 0 "${line:-the client said nothing}" ""
+    record "$w" "$s" "$r" 0 0 "${line:-the client said nothing}" ""
   fi
   kill -TERM "$client" 2>/dev/null || true
   wait "$client" 2>/dev/null || true
@@ -376,7 +378,7 @@ done
 
 # Runs interleave (run 1 of every server, then run 2...) so that a noisy moment spreads over all.
 for w in "${WORKLOADS[@]}"; do
-  [ "$w" = idle-memory ] && continue
+  case $w in idle-memory*) continue ;; esac
   for r in $(seq "$RUNS"); do
     for s in "${SERVERS[@]}"; do
       say "$w: $s, run $r of $RUNS"
@@ -385,14 +387,15 @@ for w in "${WORKLOADS[@]}"; do
     done
   done
 done
-if selected idle-memory; then
+for w in idle-memory idle-memory-h1; do
+  selected "$w" || continue
   for r in $(seq "$RUNS"); do
     for s in "${SERVERS[@]}"; do
-      say "idle-memory: $s, run $r of $RUNS ($IDLE_CONNS connections)"
-      idle_run "$s" "$r"
+      say "$w: $s, run $r of $RUNS ($IDLE_CONNS connections)"
+      idle_run "$w" "$s" "$r"
     done
   done
-fi
+done
 for s in "${SERVERS[@]}"; do stop_server "$s"; done
 
 # --- the report ---------------------------------------------------------------------------------

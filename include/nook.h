@@ -118,10 +118,10 @@ typedef enum nook_opt {
     NOOK_OPT_MAX_BODY,             /* request body bytes [1048576] → 413 */
     NOOK_OPT_MAX_REQUESTS_PER_CONN,/* requests served on one connection before closing it [10000] */
     NOOK_OPT_IDLE_TIMEOUT,         /* keep-alive wait for the next request [60000] */
-    NOOK_OPT_IDLE_SLEEP,           /* after this long idle between requests, an HTTP/1.1
-                                      connection frees its buffers, and a TLS one also mbedTLS's
-                                      two ~16.5 KiB record buffers (2.x), all taken back when the
-                                      next bytes come [1000]; 0: never */
+    NOOK_OPT_IDLE_SLEEP,           /* after this long idle (HTTP/1.1 between requests, HTTP/2
+                                      with no stream open), a connection frees its buffers, and
+                                      a TLS one also mbedTLS's two ~16.5 KiB record buffers (2.x),
+                                      all taken back when the next bytes come [1000]; 0: never */
     NOOK_OPT_HEADER_TIMEOUT,       /* time to receive a whole request head [10000] → 408 */
     NOOK_OPT_BODY_TIMEOUT,         /* longest pause while receiving a request body [30000] → 408 */
     NOOK_OPT_WRITE_TIMEOUT,        /* longest time without write progress while output is pending [30000] */

@@ -86,6 +86,8 @@ struct h2_conn {
     bool close_now;
     bool draining; /* GOAWAY sent: close once streams are done and output is flushed */
     bool peer_eof;
+    bool nap_due;            /* the timer is set for NOOK_OPT_IDLE_SLEEP, not a timeout */
+    bool asleep;             /* idle with buffers released (io_stream_sleep) until input comes */
     char peer[64];
     size_t peer_len;
 };
@@ -866,14 +868,21 @@ static void set_phase_timer(h2_conn *c)
 {
     if (c->calm)
         return; /* its one timer is set (start_closing) */
+    c->nap_due = false;
     uint64_t ms;
     if (receiving(c))
         ms = (uint64_t)core_opt(c->lim, NOOK_OPT_BODY_TIMEOUT);
     else if (io_buf_size(&c->s.out) > 0)
         ms = (uint64_t)core_opt(c->lim, NOOK_OPT_WRITE_TIMEOUT);
-    else if (c->nstreams == 0)
+    else if (c->nstreams == 0) {
         ms = c->draining ? CLOSE_LINGER_MS : (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_TIMEOUT);
-    else
+        /* On the way to the idle timeout, a stop where the connection frees what it can. */
+        uint64_t nap = (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_SLEEP);
+        if (!c->draining && !c->asleep && nap > 0 && (ms == 0 || nap < ms) && !fixed_deadline(c)) {
+            ms = nap;
+            c->nap_due = true;
+        }
+    } else
         ms = 0; /* handlers at work: their pace */
     uint64_t deadline = fixed_deadline(c);
     if (deadline) {
@@ -1024,6 +1033,7 @@ static void on_io(io_watch *w, uint32_t events)
         return;
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
+        c->asleep = false;
         /* Read what fits; input beyond the limit waits in the socket (TCP backpressure). */
         int rc = io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
         if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
@@ -1054,6 +1064,13 @@ static void on_timer(io_timer *t)
     if (c->calm) {
         c->close_now = true;
         schedule(c);
+        return;
+    }
+    if (c->nap_due) {
+        c->nap_due = false;
+        io_stream_sleep(&c->s);
+        c->asleep = true;
+        set_phase_timer(c); /* now the idle timeout itself */
         return;
     }
     uint64_t now = io_loop_now(c->s.loop);
