@@ -648,6 +648,105 @@ NOOK_API int nook_use_static(nook_server *srv, const char *prefix, const char *r
  */
 NOOK_API int nook_use_compress(nook_server *srv, const char *prefix, int level, size_t min_size);
 
+/* Reverse proxy ---------------------------------------------------------------------------- */
+
+/* A reverse-proxy configuration: the upstreams requests are forwarded to and how. Build it with
+ * the nook_proxy_* calls, then hand it to nook_use_proxy(). Configuration calls are not
+ * thread-safe and must all come before the server runs. */
+typedef struct nook_proxy nook_proxy;
+
+/* How a request picks its upstream among those not marked down. */
+typedef enum nook_proxy_balance {
+    NOOK_PROXY_ROUND_ROBIN = 0,       /* in turn (per worker thread) */
+    NOOK_PROXY_LEAST_OUTSTANDING = 1  /* the one with the fewest requests in flight (per worker) */
+} nook_proxy_balance;
+
+/* Request fields the proxy adds (nook_proxy_set_forwarded). */
+enum {
+    NOOK_PROXY_FORWARDED = 1,  /* Forwarded: for=CLIENT;host=HOST (RFC 7239), appended to one
+                                  the client sent */
+    NOOK_PROXY_X_FORWARDED = 2 /* X-Forwarded-For (appended), X-Forwarded-Host (replaced) */
+};
+
+/* An empty configuration with the defaults: round-robin, certificate verification on (against
+ * the system CA bundle), connect timeout 5000 ms, response timeout 60000 ms, idle upstream
+ * connections closed after 60000 ms, an upstream that fails is skipped for 5000 ms, at most 32
+ * connections per upstream per worker, prefix kept, both forwarded-field kinds added.
+ * NULL when out of memory. Release with nook_proxy_free() unless nook_use_proxy() took it. */
+NOOK_API nook_proxy *nook_proxy_new(void);
+
+/* Adds an upstream by URL:
+ *     "h2://host:port"    HTTP/2 over TLS (ALPN h2; the certificate must name host)
+ *     "h2c://host:port"   HTTP/2 over cleartext, prior knowledge
+ *     "http://host:port"  HTTP/1.1 over cleartext
+ *     "https://host:port" HTTP/1.1 over TLS (ALPN http/1.1; the certificate must name host)
+ * A request an HTTP/2 upstream resets with HTTP_1_1_REQUIRED goes again to the same server over
+ * HTTP/1.1 (TLS for h2://), provided none of its body had been sent yet (else 502).
+ * host is an IPv4 address, "[IPv6]", or a name resolved now, once, with getaddrinfo(3) (the
+ * first IPv4 answer, else the first): resolution blocks, which is why it happens here and never
+ * while serving. A path after the port is not allowed. Up to 64 upstreams.
+ * Errors: NOOK_EINVAL (malformed URL, unknown scheme, no port), NOOK_EADDR (the name does not
+ * resolve), NOOK_ELIMIT (too many), NOOK_ESTATE (already in use by a server). */
+NOOK_API int nook_proxy_add_upstream(nook_proxy *p, const char *url);
+
+/* TLS for h2:// and https:// upstreams: ca_file (PEM, copied; NULL: the system bundle) holds
+ * the certificates a server's chain must lead to; verify 0 accepts any certificate (for tests
+ * only).
+ * Errors: NOOK_EINVAL, NOOK_ESTATE, NOOK_ENOMEM. A CA file that cannot be read is reported by
+ * nook_use_proxy() (NOOK_EINVAL, the reason in nook_proxy_last_error). */
+NOOK_API int nook_proxy_set_tls(nook_proxy *p, const char *ca_file, int verify);
+
+/* Errors for the setters below: NOOK_EINVAL (out of range), NOOK_ESTATE (in use). */
+NOOK_API int nook_proxy_set_balance(nook_proxy *p, nook_proxy_balance balance);
+
+/* connect_ms: TCP connect plus TLS handshake plus the upstream's first SETTINGS; past it the
+ * requests waiting for that connection get 504 and the upstream is marked down (a refused or
+ * failed connection: they go to another upstream that is up, else 502). response_ms: from when
+ * a request reaches the proxy, or from the latest piece of its body, until the upstream's
+ * response head (→ 504). idle_ms: an upstream connection with no request is closed after it,
+ * and a response whose upstream sends nothing for that long (while the client keeps up) is
+ * broken off as if the upstream had reset it. Milliseconds, >= 1. */
+NOOK_API int nook_proxy_set_timeouts(nook_proxy *p, int connect_ms, int response_ms, int idle_ms);
+
+/* max_conns: upstream connections per upstream per worker thread, 1..1024 (HTTP/2 connections
+ * carry as many requests at once as the upstream's SETTINGS_MAX_CONCURRENT_STREAMS allow, never
+ * more; HTTP/1.1 ones one at a time; requests beyond wait, within their response timeout).
+ * down_ms: how long an upstream that failed (connection refused, reset, timed out) is skipped,
+ * >= 0. */
+NOOK_API int nook_proxy_set_limits(nook_proxy *p, int max_conns, int down_ms);
+
+/* strip 1: the registration prefix is removed from the path sent upstream ("/api/x" under
+ * "/api" goes up as "/x"); 0 (default): the path goes up as received. */
+NOOK_API int nook_proxy_set_strip_prefix(nook_proxy *p, int strip);
+
+/* Which forwarding fields to add: NOOK_PROXY_FORWARDED | NOOK_PROXY_X_FORWARDED, or 0. */
+NOOK_API int nook_proxy_set_forwarded(nook_proxy *p, unsigned flags);
+
+/* Forwards every request at or below prefix (as for nook_use) to one of p's upstreams and
+ * streams its response back; nothing after it in the chain sees these requests. Request bodies
+ * and response bodies are streamed both ways with backpressure (an upload or download of any
+ * size costs bounded memory); trailers are passed both ways (gRPC works through it).
+ * Fields: hop-by-hop ones (Connection and what it names, Keep-Alive, Transfer-Encoding, TE
+ * other than "trailers", Upgrade, Proxy-*) are removed both ways; Host becomes :authority for
+ * HTTP/2 upstreams; forwarding fields are added (nook_proxy_set_forwarded); the upstream's
+ * Alt-Svc is dropped.
+ * Failures: no upstream up or a connection failure → 502; response timeout → 504; an upstream
+ * that breaks off a response already started → the client's stream is reset (HTTP/2) or its
+ * connection closed (HTTP/1.1); a client that goes away → the upstream stream is reset.
+ * Connections to upstreams are kept per worker thread and reused.
+ * On success the server owns p (freed by nook_server_free); on failure the caller keeps it.
+ * Call before the server runs. Errors: NOOK_EINVAL (NULL srv or p, no upstream, bad prefix, the
+ * TLS client could not be set up — an unreadable CA file: see nook_proxy_last_error),
+ * NOOK_ESTATE (p already in use, or the server runs), NOOK_ENOMEM. */
+NOOK_API int nook_use_proxy(nook_server *srv, const char *prefix, nook_proxy *p);
+
+/* Why the last nook_proxy_add_upstream() or nook_use_proxy() on p failed ("" if none): a
+ * static-length text inside p, valid until p changes or is freed. */
+NOOK_API const char *nook_proxy_last_error(const nook_proxy *p);
+
+/* Releases a configuration not handed to a server. NULL-safe. */
+NOOK_API void nook_proxy_free(nook_proxy *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@ packages=(
   clang libclang-rt-14-dev           # libFuzzer harnesses
   python3 curl                       # integration tests: Debian's python3 and a real client
   nghttp2-client openssl             # real HTTP/2 and TLS peers (nghttp, h2load, s_client)
+  nghttp2-server                     # nghttpd: an HTTP/2 upstream for the proxy tests
   python3-h2 python3-hyperframe      # raw HTTP/2 frames for the conformance tests
   chromium                           # a real browser
 )

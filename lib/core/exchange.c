@@ -91,6 +91,9 @@ struct nook_req {
     bool body_paused;     /* its body callback asked to wait */
     nook_body_fn body_fn;
     void *body_ud;
+    bool mw_body;          /* streamed because a body-taking middleware covers the path */
+    bool body_complete;    /* the codec gave the body's end */
+    bool route_after_body; /* a buffering handler waits for that end */
     hook *hooks[NOOK_ON_HEADERS + 1];
     filter *filters;
     filter *filter_at; /* the filter running now (nook_filter_pass continues after it) */
@@ -206,6 +209,17 @@ void core_exchange_cancel(nook_req *r) { core_exchange_finish(r, false); }
 
 bool core_exchange_ended(const nook_req *r) { return r->sent_end; }
 
+core_worker *core_exchange_worker(const nook_req *r) { return r->w; }
+
+void core_exchange_abort(nook_req *r)
+{
+    if (r->sent_end || r->cancelled)
+        return;
+    r->state = RES_ENDED;
+    r->sent_end = true;
+    r->ops->abort(r->stream);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Request side (codec → core)
  * ------------------------------------------------------------------------------------------- */
@@ -290,7 +304,7 @@ int core_exchange_add_header(nook_req *r, nook_str name, nook_str value)
 
 int core_exchange_body(nook_req *r, const void *p, size_t n)
 {
-    if (r->streaming) {
+    if (r->streaming && !(r->mw_body && !r->body_fn)) {
         if (!r->body_fn || r->cancelled || n == 0)
             return NOOK_OK;
         r->depth++;
@@ -354,6 +368,15 @@ static void match_route(nook_req *r)
 
 static void route(nook_req *r)
 {
+    /* Past a body-taking middleware, a handler registered with nook_route still gets its body
+     * whole: the rest is buffered and the handler runs at its end. */
+    if (r->mw_body && r->route && !core_route_streams_body(r->route)) {
+        r->streaming = false;
+        if (!r->body_complete) {
+            r->route_after_body = true;
+            return;
+        }
+    }
     if (r->route) {
         size_t mark = r->mw_next;
         r->depth++;
@@ -397,10 +420,23 @@ static void dispatch(nook_req *r)
         release(r);
 }
 
+/* Whether a middleware registered with core_use_taking_body covers the path. */
+static bool mw_takes_body(const nook_req *r)
+{
+    size_t n;
+    const core_mw *mws = core_worker_middleware(r->w, &n);
+    for (size_t i = 0; i < n; i++)
+        if (mws[i].takes_body && prefix_covers(&mws[i], r->path))
+            return true;
+    return false;
+}
+
 bool core_exchange_head_done(nook_req *r)
 {
     r->start_us = now_us(); /* durations include the upload */
     match_route(r);
+    if (!r->streaming && mw_takes_body(r))
+        r->streaming = r->mw_body = true;
     if (r->streaming)
         dispatch(r);
     return r->streaming;
@@ -408,6 +444,17 @@ bool core_exchange_head_done(nook_req *r)
 
 void core_exchange_body_end(nook_req *r)
 {
+    r->body_complete = true;
+    if (!r->streaming && r->mw_body) {
+        if (r->route_after_body) {
+            r->depth++;
+            route(r);
+            r->depth--;
+            if (r->release_pending && r->depth == 0)
+                release(r);
+        }
+        return;
+    }
     if (!r->streaming) {
         dispatch(r);
         return;

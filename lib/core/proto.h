@@ -93,6 +93,14 @@ void core_exchange_cancel(nook_req *req);
 /* True once the handler side has ended the response (send_body/send_head with end). */
 bool core_exchange_ended(const nook_req *req);
 
+/* The worker whose loop runs this request (middleware that keeps per-worker state). */
+core_worker *core_exchange_worker(const nook_req *req);
+
+/* Breaks off a response that cannot be completed (a proxied body cut short): the codec resets
+ * the stream (HTTP/2) or closes the connection (HTTP/1.1), and the exchange then ends as
+ * cancelled. No-op once the response has ended. */
+void core_exchange_abort(nook_req *req);
+
 /* The codec has handed the whole response to the transport (ok) or given up (!ok): DONE runs
  * and the exchange is freed. */
 void core_exchange_finish(nook_req *req, bool ok);

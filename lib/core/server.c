@@ -62,8 +62,17 @@ struct core_worker {
     core_req_cache req_cache;
     void *scratch;
     size_t scratch_size;
+    struct worker_local *locals;
     io_pool pool; /* small per-request blocks, recycled on this worker's thread */
 };
+
+/* One entry of core_worker_local's list. */
+typedef struct worker_local {
+    struct worker_local *next;
+    const void *key;
+    void *value;
+    void (*free_fn)(void *);
+} worker_local;
 
 /* Open connections from one client address (NOOK_OPT_MAX_CONNECTIONS_PER_IP). */
 typedef struct peer_count {
@@ -345,6 +354,44 @@ int nook_use(nook_server *srv, const char *prefix, nook_handler_fn fn, void *use
     return NOOK_OK;
 }
 
+int core_use_taking_body(nook_server *srv, const char *prefix, nook_handler_fn fn,
+                         void *user_data, nook_free_fn free_ud)
+{
+    int rc = nook_use(srv, prefix, fn, user_data, free_ud);
+    if (rc == NOOK_OK)
+        srv->mws[srv->nmws - 1].takes_body = true;
+    return rc;
+}
+
+void *core_worker_local(const core_worker *w, const void *key)
+{
+    for (const worker_local *l = w->locals; l; l = l->next)
+        if (l->key == key)
+            return l->value;
+    return NULL;
+}
+
+int core_worker_set_local(core_worker *w, const void *key, void *value, void (*free_fn)(void *))
+{
+    worker_local *l = io_malloc(&w->srv->alloc, sizeof *l);
+    if (!l)
+        return NOOK_ENOMEM;
+    *l = (worker_local){w->locals, key, value, free_fn};
+    w->locals = l;
+    return NOOK_OK;
+}
+
+static void free_locals(core_worker *w)
+{
+    while (w->locals) {
+        worker_local *l = w->locals;
+        w->locals = l->next;
+        if (l->free_fn)
+            l->free_fn(l->value);
+        io_free(&w->srv->alloc, l);
+    }
+}
+
 const core_mw *core_worker_middleware(const core_worker *w, size_t *count)
 {
     *count = w->srv->nmws;
@@ -602,6 +649,7 @@ static void worker_free(core_worker *w)
     if (!w)
         return;
     close_listeners(w);
+    free_locals(w);
     core_exchange_cache_free(&w->req_cache, &w->srv->alloc);
     io_free(&w->srv->alloc, w->scratch);
     io_loop_free(w->loop);

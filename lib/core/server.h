@@ -74,9 +74,26 @@ typedef struct core_mw {
     nook_handler_fn fn;
     void *user_data;
     nook_free_fn free_ud;
+    bool takes_body; /* registered with core_use_taking_body */
 } core_mw;
 
 const core_mw *core_worker_middleware(const core_worker *w, size_t *count);
+
+/* nook_use() for middleware that reads request bodies itself (the proxy): every request under
+ * prefix is routed as soon as its head is complete, as for nook_route_streaming, so the
+ * middleware can nook_req_on_body() from its call. If it passes a request on with nook_next()
+ * instead, a handler registered with nook_route still gets the body whole (buffered up to
+ * NOOK_OPT_MAX_BODY, the handler running at its end). Errors as for nook_use(). */
+int core_use_taking_body(nook_server *srv, const char *prefix, nook_handler_fn fn,
+                         void *user_data, nook_free_fn free_ud);
+
+/* State a built-in middleware keeps per worker (the proxy's upstream connections), found by a
+ * key (its configuration). core_worker_local returns NULL until set. core_worker_set_local
+ * stores it; free_fn(value) runs when the worker is freed, after its loop stopped and before
+ * the loop is freed (so watches and timers may still be removed). Loop thread only.
+ * NOOK_OK or NOOK_ENOMEM. */
+void *core_worker_local(const core_worker *w, const void *key);
+int core_worker_set_local(core_worker *w, const void *key, void *value, void (*free_fn)(void *));
 
 /* The route table (for the exchange's dispatch). */
 const struct core_router *core_worker_router(const core_worker *w);

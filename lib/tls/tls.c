@@ -752,6 +752,31 @@ tls_conn *tls_conn_new(nook_tls *t, const io_alloc *alloc, int fd)
     return c;
 }
 
+tls_conn *tls_conn_new_client(const struct mbedtls_ssl_config *conf, const io_alloc *alloc, int fd,
+                              const char *hostname)
+{
+    tls_conn *c = io_malloc(alloc, sizeof *c);
+    if (!c)
+        return NULL;
+    memset(c, 0, sizeof *c);
+    c->alloc = alloc;
+    c->fd = fd;
+    mbedtls_ssl_init(&c->ssl);
+    if (mbedtls_ssl_setup(&c->ssl, conf) != 0 ||
+        (hostname && mbedtls_ssl_set_hostname(&c->ssl, hostname) != 0)) {
+        mbedtls_ssl_free(&c->ssl);
+        io_free(alloc, c);
+        return NULL;
+    }
+    mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    return c; /* c->tls stays NULL: the client configuration is owned elsewhere */
+}
+
+int tls_random(void *unused, unsigned char *out, size_t len)
+{
+    return rng_fill(unused, out, len);
+}
+
 static void conn_set_error(tls_conn *c, const char *what, int rc)
 {
     if (rc == MBEDTLS_ERR_NET_RECV_FAILED || rc == MBEDTLS_ERR_NET_SEND_FAILED) {

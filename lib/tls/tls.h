@@ -90,5 +90,15 @@ void tls_conn_close_notify(tls_conn *c);
 /* Frees the connection state (not the socket). NULL-safe. */
 void tls_conn_free(tls_conn *c);
 
+/* For lib/tls/client.c: a client-side connection over a connected non-blocking socket (not
+ * owned), set up on a client configuration that must outlive it. hostname (copied by mbedTLS)
+ * is sent as SNI and is the name the server's certificate must match; NULL sends none. The
+ * handshake and the transport are those above. NULL on ENOMEM or a bad hostname. */
+struct mbedtls_ssl_config;
+tls_conn *tls_conn_new_client(const struct mbedtls_ssl_config *conf, const io_alloc *alloc, int fd,
+                              const char *hostname);
+
+/* The per-thread random generator as an mbedTLS f_rng (p_rng is ignored), for client.c. */
+int tls_random(void *unused, unsigned char *out, size_t len);
 
 #endif

@@ -1,0 +1,758 @@
+/*
+ * The proxy's HTTP/1.1 upstreams (http://): one request at a time per connection, connections
+ * kept alive and reused. The request body goes out as it arrives (chunked unless the client
+ * gave a Content-Length); the response head is parsed here and its body framing (Content-Length,
+ * chunked, or until close) decoded with lib/h1's body decoder.
+ *
+ * Backpressure: request body bytes move from px->body to the socket buffer only while that
+ * holds less than OUT_HIGH; response bytes are read from the socket only while the client's
+ * output takes them (reading stops on NOOK_AGAIN, and TCP then holds the upstream back).
+ */
+#include "mw/proxy.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "h1/parser.h"
+#include "io/ascii.h"
+
+#define OUT_HIGH (128 * 1024)
+#define HEAD_MAX (64 * 1024)
+#define INPUT_MAX (256 * 1024)
+#define PIECE_MAX 65536
+
+enum { H_CONNECTING, H_HANDSHAKE, H_IDLE, H_BUSY };
+enum { R_HEAD, R_BODY, R_UNTIL_CLOSE, R_DONE };
+
+typedef struct h1up {
+    struct h1up *prev, *next; /* in up->conns (stored there as px_conn pointers) */
+    px_up *up;
+    io_stream s;
+    tls_conn *tls; /* https: during the handshake; the stream's transport owns it after */
+    int state;
+    io_timer timer;
+    io_defer resume;
+    px_req *px;
+    bool reused;      /* served a request before the current one */
+    bool req_chunked; /* the request body goes out chunked */
+    bool req_sent;    /* the whole request is in the output */
+    int phase;        /* R_* for the response */
+    bool keep_alive;
+    bool got_bytes;  /* some of the response arrived */
+    bool paused;     /* the client's output is full: not reading */
+    bool write_dead; /* the upstream stopped taking bytes: nothing more is sent */
+    h1_body body;
+    bool close_now;
+    bool failed; /* closing because something went wrong (vs. idle) */
+    bool timed_out;
+    char err[160];
+} h1up;
+
+static h1up *H(px_conn *c)
+{
+    return (h1up *)(void *)c;
+}
+static px_conn *P(h1up *c)
+{
+    return (px_conn *)(void *)c;
+}
+static h1up *from_watch(io_watch *w)
+{
+    return (h1up *)((char *)w - offsetof(h1up, s));
+}
+static h1up *from_timer(io_timer *t)
+{
+    return (h1up *)((char *)t - offsetof(h1up, timer));
+}
+static h1up *from_defer(io_defer *d)
+{
+    return (h1up *)((char *)d - offsetof(h1up, resume));
+}
+static io_loop *loop_of(const h1up *c)
+{
+    return c->up->pool->loop;
+}
+static const io_alloc *alloc_of(const h1up *c)
+{
+    return c->up->pool->alloc;
+}
+static void schedule(h1up *c)
+{
+    io_loop_defer(loop_of(c), &c->resume);
+}
+
+/* Closes the connection because of the client, not the upstream (no health mark). */
+static void drop_conn(h1up *c)
+{
+    c->close_now = true;
+    schedule(c);
+}
+
+static void fail_conn(h1up *c, const char *why)
+{
+    if (c->close_now)
+        return;
+    snprintf(c->err, sizeof c->err, "%s", why);
+    c->close_now = true;
+    c->failed = true;
+    schedule(c);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Request out
+ * ------------------------------------------------------------------------------------------- */
+
+static int queue_str(h1up *c, const char *p, size_t n)
+{
+    return io_stream_queue(&c->s, p, n);
+}
+
+static bool is_cookie(const px_field *f)
+{
+    return f->nlen == 6 && memcmp(f->name, "cookie", 6) == 0;
+}
+
+/* HTTP/2 may split Cookie into several fields; HTTP/1.1 wants one, the values joined with "; "
+ * (RFC 9113 §8.2.3). */
+static int queue_cookies(h1up *c, const px_field *f, size_t n)
+{
+    int rc = 0;
+    bool first = true;
+    for (size_t i = 4; i < n; i++) {
+        if (!is_cookie(&f[i]))
+            continue;
+        rc |= first ? queue_str(c, "cookie: ", 8) : queue_str(c, "; ", 2);
+        rc |= queue_str(c, f[i].value, f[i].vlen);
+        first = false;
+    }
+    if (!first)
+        rc |= queue_str(c, "\r\n", 2);
+    return rc;
+}
+
+static int queue_head(h1up *c, px_req *px)
+{
+    size_t n;
+    px_field *f = px_request_fields(px, &n);
+    if (!f)
+        return NOOK_ENOMEM;
+    /* f[0..3]: :method, :scheme, :authority, :path. */
+    int rc = queue_str(c, f[0].value, f[0].vlen);
+    rc |= queue_str(c, " ", 1);
+    rc |= queue_str(c, f[3].value, f[3].vlen);
+    rc |= queue_str(c, " HTTP/1.1\r\nhost: ", 17);
+    rc |= queue_str(c, f[2].value, f[2].vlen);
+    rc |= queue_str(c, "\r\n", 2);
+    bool has_length = false;
+    for (size_t i = 4; i < n; i++) {
+        if ((f[i].nlen == 2 && memcmp(f[i].name, "te", 2) == 0) || is_cookie(&f[i]))
+            continue; /* "TE: trailers" is an HTTP/2 matter; cookies follow */
+        has_length |= f[i].nlen == 14 && memcmp(f[i].name, "content-length", 14) == 0;
+        rc |= queue_str(c, f[i].name, f[i].nlen);
+        rc |= queue_str(c, ": ", 2);
+        rc |= queue_str(c, f[i].value, f[i].vlen);
+        rc |= queue_str(c, "\r\n", 2);
+    }
+    rc |= queue_cookies(c, f, n);
+    bool has_body = !(px->body_end && io_buf_size(&px->body) == 0);
+    c->req_chunked = has_body && !has_length;
+    if (c->req_chunked)
+        rc |= queue_str(c, "transfer-encoding: chunked\r\n", 28);
+    rc |= queue_str(c, "\r\n", 2);
+    io_free(alloc_of(c), f);
+    return rc == 0 ? NOOK_OK : NOOK_ENOMEM;
+}
+
+/* Moves request body bytes to the output, framed, up to OUT_HIGH queued. */
+static void move_body(h1up *c)
+{
+    px_req *px = c->px;
+    if (!px || c->req_sent)
+        return;
+    while (io_buf_size(&c->s.out) < OUT_HIGH && io_buf_size(&px->body) > 0) {
+        size_t n = io_buf_size(&px->body);
+        if (n > PIECE_MAX)
+            n = PIECE_MAX;
+        int rc = NOOK_OK;
+        if (c->req_chunked) {
+            char size[24];
+            int l = snprintf(size, sizeof size, "%zx\r\n", n);
+            rc = queue_str(c, size, (size_t)l);
+        }
+        if (rc == NOOK_OK)
+            rc = queue_str(c, io_buf_head(&px->body), n);
+        if (rc == NOOK_OK && c->req_chunked)
+            rc = queue_str(c, "\r\n", 2);
+        if (rc != NOOK_OK) {
+            fail_conn(c, "out of memory for a request body");
+            return;
+        }
+        io_buf_consume(&px->body, n);
+        px->body_started = true;
+    }
+    if (px->body_end && io_buf_size(&px->body) == 0) {
+        if (c->req_chunked && queue_str(c, "0\r\n\r\n", 5) != NOOK_OK) {
+            fail_conn(c, "out of memory");
+            return;
+        }
+        c->req_sent = true;
+    }
+    px_body_drained(px);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Response in
+ * ------------------------------------------------------------------------------------------- */
+
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+static bool name_is(const char *p, size_t n, const char *want)
+{
+    return n == strlen(want) && io_caseeq(p, want, n);
+}
+
+static bool lists_token(const char *p, size_t n, const char *token)
+{
+    size_t tl = strlen(token);
+    for (size_t i = 0; i + tl <= n; i++)
+        if (io_caseeq(p + i, token, tl) && (i == 0 || p[i - 1] == ',' || p[i - 1] == ' ') &&
+            (i + tl == n || p[i + tl] == ',' || p[i + tl] == ' '))
+            return true;
+    return false;
+}
+
+/* Whether a Connection field of the head in buf[0..len) names `name` (such fields are
+ * hop-by-hop: RFC 9110 §7.6.1). */
+static bool named_by_connection(const char *buf, size_t len, const char *name, size_t nlen)
+{
+    const char *end = buf + len;
+    for (const char *p = buf; p < end;) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
+        if (!le)
+            break;
+        if ((size_t)(le - p) > 11 && io_caseeq(p, "connection:", 11)) {
+            const char *v = p + 11;
+            while (v < le) {
+                while (v < le && (*v == ' ' || *v == '\t' || *v == ',' || *v == '\r'))
+                    v++;
+                const char *tok = v;
+                while (v < le && *v != ',' && *v != ' ' && *v != '\t' && *v != '\r')
+                    v++;
+                if ((size_t)(v - tok) == nlen && io_caseeq(tok, name, nlen))
+                    return true;
+            }
+        }
+        p = le + 1;
+    }
+    return false;
+}
+
+/* Parses a complete head in buf[0..len) (ending with the blank line): the status, then the
+ * fields to the client. Returns the status, or -1 if malformed. Fills framing. */
+static int parse_head(h1up *c, const char *buf, size_t len, int64_t *clen, bool *chunked)
+{
+    px_req *px = c->px;
+    const char *end = buf + len, *eol = memchr(buf, '\n', len);
+    if (!eol || len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ')
+        return -1;
+    int status = 0;
+    for (int i = 9; i < 12; i++) {
+        if (!is_digit(buf[i]))
+            return -1;
+        status = status * 10 + (buf[i] - '0');
+    }
+    c->keep_alive = buf[7] == '1';
+    *clen = -1;
+    *chunked = false;
+    if (status >= 200)
+        px_response_status(px, status);
+    for (const char *p = eol + 1; p < end;) {
+        const char *le = memchr(p, '\n', (size_t)(end - p));
+        if (!le)
+            break;
+        const char *line_end = le > p && le[-1] == '\r' ? le - 1 : le;
+        if (line_end == p)
+            break; /* the blank line */
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (!colon || colon == p)
+            return -1;
+        const char *v = colon + 1, *ve = line_end;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        size_t nl = (size_t)(colon - p), vl = (size_t)(ve - v);
+        if (name_is(p, nl, "content-length")) {
+            int64_t x = 0;
+            for (size_t i = 0; i < vl; i++) {
+                if (!is_digit(v[i]) || x > INT64_MAX / 10 - 10)
+                    return -1;
+                x = x * 10 + (v[i] - '0');
+            }
+            *clen = x;
+        } else if (name_is(p, nl, "transfer-encoding")) {
+            *chunked = lists_token(v, vl, "chunked");
+        } else if (name_is(p, nl, "connection")) {
+            if (lists_token(v, vl, "close"))
+                c->keep_alive = false;
+            else if (lists_token(v, vl, "keep-alive"))
+                c->keep_alive = true;
+        }
+        if (status >= 200 && !named_by_connection(buf, len, p, nl))
+            px_response_header(px, p, nl, v, vl);
+        p = le + 1;
+    }
+    return status;
+}
+
+static bool bodiless(const h1up *c, int status)
+{
+    nook_str m = c->px->req ? nook_req_method(c->px->req) : (nook_str){"", 0};
+    return (m.len == 4 && memcmp(m.ptr, "HEAD", 4) == 0) || status == 204 || status == 304;
+}
+
+/* One request is over on this connection: reuse it or close it. */
+static void exchange_done(h1up *c)
+{
+    px_req *px = c->px;
+    c->px = NULL;
+    c->state = H_IDLE;
+    c->reused = true;
+    px->conn = NULL;
+    px_release_upstream(px);
+    if (!c->keep_alive || !c->req_sent || io_buf_size(&c->s.in) > 0 || io_buf_size(&c->s.out) > 0) {
+        /* The upstream said close, answered before taking the whole request, or sent more
+         * than one response: not reusable. */
+        c->close_now = true;
+        schedule(c);
+        return;
+    }
+    io_timer_set(loop_of(c), &c->timer, (uint64_t)c->up->pool->cfg->idle_ms);
+    px_dispatch(c->up);
+}
+
+/* The whole response arrived. An upstream that answered before reading the whole request
+ * body does not want the rest: the connection is closed rather than reused (exchange_done). */
+static void response_done(h1up *c)
+{
+    c->phase = R_DONE;
+    px_response_end(c->px);
+    exchange_done(c);
+}
+
+static bool read_head(h1up *c)
+{
+    size_t n = io_buf_size(&c->s.in);
+    const char *buf = io_buf_head(&c->s.in);
+    const char *blank = NULL;
+    for (size_t i = 0; i + 3 < n; i++)
+        if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
+            blank = buf + i + 4;
+            break;
+        }
+    if (!blank) {
+        if (n >= HEAD_MAX)
+            fail_conn(c, "response head too large");
+        return false;
+    }
+    size_t head_len = (size_t)(blank - buf);
+    int64_t clen;
+    bool chunked;
+    int status = parse_head(c, buf, head_len, &clen, &chunked);
+    io_buf_consume(&c->s.in, head_len);
+    if (status < 0) {
+        fail_conn(c, "malformed response head");
+        return false;
+    }
+    if (status < 200)
+        return true; /* 1xx: the final head follows */
+    if (!px_response_start(c->px)) {
+        drop_conn(c); /* the client is gone */
+        return false;
+    }
+    if (bodiless(c, status)) {
+        response_done(c);
+        return c->state == H_BUSY;
+    }
+    if (!chunked && clen < 0) {
+        c->phase = R_UNTIL_CLOSE;
+        c->keep_alive = false;
+        return true;
+    }
+    h1_request_head framing = {.content_length = clen, .chunked = chunked};
+    h1_body_init(&c->body, &framing, HEAD_MAX);
+    c->phase = R_BODY;
+    if (h1_body_done(&c->body)) {
+        response_done(c);
+        return c->state == H_BUSY;
+    }
+    return true;
+}
+
+/* Passes body bytes to the client; false when reading must stop (paused or failed). */
+static bool deliver(h1up *c, const char *p, size_t n)
+{
+    int rc = px_response_body(c->px, p, n);
+    if (rc == NOOK_AGAIN) {
+        c->paused = true;
+        io_stream_want_read(&c->s, false);
+        c->px->write_blocked = true;
+        return false;
+    }
+    if (rc != NOOK_OK) {
+        drop_conn(c); /* the client cannot take the response */
+        return false;
+    }
+    return true;
+}
+
+static void read_body(h1up *c)
+{
+    while (c->phase == R_BODY && !c->paused && !c->close_now && io_buf_size(&c->s.in) > 0) {
+        size_t used;
+        const char *data;
+        size_t dlen;
+        int rc = h1_body_decode(&c->body, io_buf_head(&c->s.in), io_buf_size(&c->s.in), &used,
+                                &data, &dlen);
+        if (rc < 0) {
+            fail_conn(c, "malformed response body framing");
+            return;
+        }
+        bool go_on = rc != H1_BODY_DATA || deliver(c, data, dlen);
+        io_buf_consume(&c->s.in, used);
+        if (rc == H1_BODY_DONE || h1_body_done(&c->body)) {
+            response_done(c);
+            return;
+        }
+        if (!go_on || rc == H1_BODY_MORE)
+            return;
+    }
+    if (c->phase == R_UNTIL_CLOSE && !c->paused && io_buf_size(&c->s.in) > 0) {
+        size_t n = io_buf_size(&c->s.in);
+        const char *p = io_buf_head(&c->s.in);
+        io_buf_consume(&c->s.in, n);
+        deliver(c, p, n);
+    }
+}
+
+static void process_input(h1up *c)
+{
+    while (c->state == H_BUSY && !c->close_now && !c->paused) {
+        if (c->phase == R_HEAD) {
+            if (!read_head(c))
+                return;
+            continue;
+        }
+        if (c->phase == R_BODY || c->phase == R_UNTIL_CLOSE)
+            read_body(c);
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Connection
+ * ------------------------------------------------------------------------------------------- */
+
+/* The upstream closed its side while we were still writing. It may have answered first (an
+ * early 401 or 413 to an upload, then close): read and use what it sent before giving up. */
+static void write_failed(h1up *c)
+{
+    c->write_dead = true;
+    io_buf_consume(&c->s.out, io_buf_size(&c->s.out));
+    while (io_stream_read(&c->s, INPUT_MAX) > 0)
+        c->got_bytes = true;
+    process_input(c);
+    if (c->state == H_BUSY)
+        fail_conn(c, "connection lost while writing");
+}
+
+static void flush_out(h1up *c)
+{
+    if (c->write_dead)
+        return;
+    move_body(c);
+    int rc = io_stream_flush(&c->s);
+    if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
+        write_failed(c);
+        return;
+    }
+    if (c->px)
+        move_body(c); /* more fits now */
+    if (!c->close_now && io_buf_size(&c->s.out) > 0 && rc == NOOK_OK)
+        schedule(c);
+}
+
+static void service(h1up *c)
+{
+    if (c->close_now || c->state == H_CONNECTING)
+        return;
+    if (c->state == H_BUSY) {
+        flush_out(c);
+        process_input(c);
+    }
+}
+
+static void ready(h1up *c)
+{
+    c->state = H_IDLE;
+    c->up->nconnecting--;
+    io_timer_stop(loop_of(c), &c->timer);
+    io_watch_mod(loop_of(c), &c->s.watch, EPOLLIN | EPOLLRDHUP);
+    px_dispatch(c->up);
+}
+
+static void handshake(h1up *c)
+{
+    bool want_write = false;
+    int rc = tls_conn_handshake(c->tls, &want_write);
+    if (rc == NOOK_AGAIN) {
+        io_watch_mod(loop_of(c), &c->s.watch, want_write ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+        return;
+    }
+    if (rc != NOOK_OK) {
+        fail_conn(c,
+                  rc == NOOK_ECLOSED ? "closed during the TLS handshake" : tls_conn_error(c->tls));
+        return;
+    }
+    const char *alpn = tls_conn_alpn(c->tls);
+    if (alpn && strcmp(alpn, "http/1.1") != 0) {
+        fail_conn(c, "the upstream selected another protocol than http/1.1 by ALPN");
+        return;
+    }
+    c->s.tr = &tls_transport;
+    c->s.tr_data = c->tls;
+    c->tls = NULL;
+    ready(c);
+}
+
+static void connected(h1up *c)
+{
+    char why[128];
+    if (px_connect_failed(c->s.watch.fd, why, sizeof why)) {
+        fail_conn(c, why);
+        return;
+    }
+    if (c->up->conf->kind == PX_H1S) {
+        c->tls = tls_client_conn(c->up->pool->cfg->tls_h1, alloc_of(c), c->s.watch.fd,
+                                 c->up->conf->host);
+        if (!c->tls) {
+            fail_conn(c, "out of memory for TLS");
+            return;
+        }
+        c->state = H_HANDSHAKE;
+        handshake(c);
+        return;
+    }
+    ready(c);
+}
+
+static void on_io(io_watch *w, uint32_t events)
+{
+    h1up *c = from_watch(w);
+    if (c->close_now)
+        return;
+    if (c->state == H_CONNECTING) {
+        connected(c);
+        return;
+    }
+    if (c->state == H_HANDSHAKE) {
+        handshake(c);
+        return;
+    }
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->paused) {
+        int rc = io_stream_read(&c->s, INPUT_MAX);
+        if (rc > 0)
+            c->got_bytes = c->state == H_BUSY;
+        if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
+            process_input(c);
+            if (c->state == H_BUSY && c->phase == R_UNTIL_CLOSE && !c->paused) {
+                c->phase = R_DONE;
+                px_response_end(c->px);
+                c->keep_alive = false;
+                c->req_sent = true;
+                exchange_done(c);
+                return;
+            }
+            if (c->state == H_BUSY)
+                fail_conn(c, "the upstream closed the connection");
+            else {
+                c->close_now = true; /* an idle connection the upstream let go */
+                schedule(c);
+            }
+            return;
+        }
+        if (rc > 0 && c->state == H_IDLE) {
+            fail_conn(c, "unexpected bytes on an idle connection");
+            return;
+        }
+    }
+    service(c);
+    if (!c->close_now && !c->paused && c->s.tr->pending(&c->s) > 0)
+        schedule(c); /* TLS records already read: the socket will not signal them again */
+}
+
+static void destroy(h1up *c)
+{
+    px_up *up = c->up;
+    bool served = c->state > H_HANDSHAKE, timed_out = c->timed_out;
+    px_req *px = c->px;
+    if (!served)
+        up->nconnecting--;
+    if (c->failed && (px || !served))
+        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->err);
+    io_timer_stop(loop_of(c), &c->timer);
+    io_loop_undefer(loop_of(c), &c->resume);
+    io_stream_close(&c->s);
+    tls_conn_free(c->tls);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        up->conns = P(c->next);
+    if (c->next)
+        c->next->prev = c->prev;
+    up->nconns--;
+    /* A reused connection the upstream had closed before it read anything: safe to retry. */
+    bool retry = px && c->reused && !c->got_bytes && !px->body_started;
+    bool failed = c->failed;
+    io_free(up->pool->alloc, c);
+    if (px) {
+        bool answered = px->ended;
+        px->conn = NULL;
+        px_fail(px, retry);
+        if (!retry && failed && !answered)
+            px_mark_down(up);
+    }
+    if (!served)
+        px_up_failed(up, timed_out);
+    else
+        px_dispatch(up);
+}
+
+static void on_resume(io_defer *d)
+{
+    h1up *c = from_defer(d);
+    if (!c->close_now && c->state == H_BUSY && !c->paused && c->s.tr->pending(&c->s) > 0 &&
+        io_stream_read(&c->s, INPUT_MAX) > 0)
+        c->got_bytes = true;
+    service(c);
+    if (c->close_now)
+        destroy(c);
+}
+
+static void on_timer(io_timer *t)
+{
+    h1up *c = from_timer(t);
+    if (c->state <= H_HANDSHAKE) {
+        c->timed_out = true;
+        fail_conn(c, "connect timed out");
+        return;
+    }
+    c->close_now = true; /* idle */
+    schedule(c);
+}
+
+static px_conn *h1_open(px_up *up)
+{
+    int fd = px_dial(up);
+    if (fd < 0)
+        return NULL;
+    h1up *c = io_malloc(up->pool->alloc, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    memset(c, 0, sizeof *c);
+    c->up = up;
+    c->timer.fn = on_timer;
+    c->resume.fn = on_resume;
+    if (io_stream_init(&c->s, up->pool->loop, up->pool->alloc, fd, on_io, SIZE_MAX) != NOOK_OK) {
+        close(fd);
+        io_free(up->pool->alloc, c);
+        return NULL;
+    }
+    io_watch_mod(up->pool->loop, &c->s.watch, EPOLLOUT);
+    c->next = H(up->conns);
+    if (c->next)
+        c->next->prev = c;
+    up->conns = P(c);
+    up->nconns++;
+    up->nconnecting++;
+    io_timer_set(up->pool->loop, &c->timer, (uint64_t)up->pool->cfg->connect_ms);
+    return P(c);
+}
+
+static px_conn *h1_ready_conn(px_up *up)
+{
+    for (h1up *c = H(up->conns); c; c = c->next)
+        if (c->state == H_IDLE && !c->close_now)
+            return P(c);
+    return NULL;
+}
+
+static int h1_submit(px_conn *pc, px_req *px)
+{
+    h1up *c = H(pc);
+    if (!px->req)
+        return NOOK_ECLOSED;
+    c->px = px;
+    c->state = H_BUSY;
+    c->phase = R_HEAD;
+    c->req_sent = false;
+    c->got_bytes = false;
+    c->paused = false;
+    io_timer_stop(loop_of(c), &c->timer);
+    int rc = queue_head(c, px);
+    if (rc != NOOK_OK) {
+        c->px = NULL;
+        c->state = H_IDLE;
+        io_buf_consume(&c->s.out, io_buf_size(&c->s.out));
+        return rc;
+    }
+    px->conn = pc;
+    schedule(c);
+    return NOOK_OK;
+}
+
+static void h1_body_more(px_req *px)
+{
+    schedule(H(px->conn));
+}
+
+static void h1_writable(px_req *px)
+{
+    h1up *c = H(px->conn);
+    px->write_blocked = false;
+    if (!c->paused)
+        return;
+    c->paused = false;
+    io_stream_want_read(&c->s, true);
+    schedule(c);
+}
+
+static void h1_cancel(px_req *px)
+{
+    drop_conn(H(px->conn)); /* HTTP/1.1 cannot stop one request but by closing */
+}
+
+static void h1_close_all(px_up *up)
+{
+    while (up->conns)
+        destroy(H(up->conns));
+}
+
+const px_proto px_h1_proto = {.open = h1_open,
+                              .ready_conn = h1_ready_conn,
+                              .submit = h1_submit,
+                              .body_more = h1_body_more,
+                              .writable = h1_writable,
+                              .cancel = h1_cancel,
+                              .close_all = h1_close_all};

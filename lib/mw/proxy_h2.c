@@ -1,0 +1,688 @@
+/*
+ * The proxy's HTTP/2 upstreams (h2:// over TLS, h2c:// by prior knowledge): one nghttp2 client
+ * session per connection, many proxied requests multiplexed on it, never more at once than the
+ * upstream's SETTINGS_MAX_CONCURRENT_STREAMS (a connection takes requests only once that
+ * SETTINGS frame has arrived).
+ *
+ * Memory stays bounded both ways. Request bodies: nghttp2 pulls from px->body through a data
+ * provider as the upstream's window allows; the client is paused while px->body is full.
+ * Response bodies: automatic WINDOW_UPDATE is off; bytes received are credited back
+ * (nghttp2_session_consume) only once the client's output took them, so a slow client holds
+ * the upstream back by at most one stream window.
+ *
+ * nghttp2 callbacks run only inside mem_recv/mem_send, called from this file's own events.
+ */
+#include "mw/proxy.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define STREAM_WINDOW (256 * 1024)     /* per-stream receive window we grant */
+#define CONN_WINDOW (32 * 1024 * 1024) /* connection receive window we grant */
+#define OUTPUT_CHUNK_MAX (256 * 1024)  /* frames moved to the socket buffer per round */
+#define INPUT_MAX (256 * 1024)         /* bytes read from the socket per event */
+
+enum { C_CONNECTING, C_HANDSHAKE, C_SETTINGS, C_READY };
+
+struct px_conn {
+    px_conn *prev, *next; /* in up->conns */
+    px_up *up;
+    io_stream s;
+    tls_conn *tls; /* during the handshake; the stream's transport owns it after */
+    int state;
+    nghttp2_session *ng;
+    nghttp2_mem mem;
+    io_timer timer;
+    io_defer resume;
+    px_req *reqs; /* streams in flight (conn_prev / conn_next) */
+    size_t nstreams;
+    size_t unconsumed_conn; /* bytes of closed or unknown streams to credit */
+    bool served;            /* reached C_READY */
+    bool goaway;            /* no new streams */
+    bool close_now;
+    bool timed_out;
+    bool dispatch_needed; /* a stream closed or SETTINGS came: waiting requests may go */
+    char err[160];
+};
+
+static px_conn *from_watch(io_watch *w)
+{
+    return (px_conn *)((char *)w - offsetof(px_conn, s));
+}
+static px_conn *from_timer(io_timer *t)
+{
+    return (px_conn *)((char *)t - offsetof(px_conn, timer));
+}
+static px_conn *from_defer(io_defer *d)
+{
+    return (px_conn *)((char *)d - offsetof(px_conn, resume));
+}
+
+static const io_alloc *alloc_of(const px_conn *c)
+{
+    return c->up->pool->alloc;
+}
+static io_loop *loop_of(const px_conn *c)
+{
+    return c->up->pool->loop;
+}
+static void schedule(px_conn *c)
+{
+    io_loop_defer(loop_of(c), &c->resume);
+}
+
+static void fail_conn(px_conn *c, const char *why)
+{
+    if (c->close_now)
+        return;
+    if (!c->err[0])
+        snprintf(c->err, sizeof c->err, "%s", why);
+    c->close_now = true;
+    schedule(c);
+}
+
+/* nghttp2 allocates through the server's allocator. */
+static void *mem_malloc(size_t n, void *ud)
+{
+    return io_malloc(ud, n);
+}
+static void mem_free(void *p, void *ud)
+{
+    io_free(ud, p);
+}
+static void *mem_calloc(size_t nmemb, size_t size, void *ud)
+{
+    if (size && nmemb > SIZE_MAX / size)
+        return NULL;
+    void *p = io_malloc(ud, nmemb * size);
+    if (p)
+        memset(p, 0, nmemb * size);
+    return p;
+}
+static void *mem_realloc(void *p, size_t n, void *ud)
+{
+    return io_realloc(ud, p, n);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Streams
+ * ------------------------------------------------------------------------------------------- */
+
+static void link_req(px_conn *c, px_req *px)
+{
+    px->conn = c;
+    px->conn_prev = NULL;
+    px->conn_next = c->reqs;
+    if (c->reqs)
+        c->reqs->conn_prev = px;
+    c->reqs = px;
+    c->nstreams++;
+}
+
+static void unlink_req(px_conn *c, px_req *px)
+{
+    if (px->conn_prev)
+        px->conn_prev->conn_next = px->conn_next;
+    else
+        c->reqs = px->conn_next;
+    if (px->conn_next)
+        px->conn_next->conn_prev = px->conn_prev;
+    px->conn_prev = px->conn_next = NULL;
+    c->nstreams--;
+    c->unconsumed_conn += px->unconsumed;
+    px->unconsumed = 0;
+    c->dispatch_needed = true;
+}
+
+static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)ng;
+    (void)id;
+    (void)ud;
+    px_req *px = src->ptr;
+    size_t n = io_buf_size(&px->body);
+    if (n > length)
+        n = length;
+    if (n) {
+        memcpy(buf, io_buf_head(&px->body), n);
+        io_buf_consume(&px->body, n);
+        px->body_started = true;
+    }
+    if (io_buf_size(&px->body) == 0) {
+        if (px->body_end) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+        } else if (n == 0) {
+            px->data_deferred = true;
+            return NGHTTP2_ERR_DEFERRED;
+        }
+    }
+    px_body_drained(px);
+    return (ssize_t)n;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+{
+    (void)flags;
+    (void)ud;
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    px_req *px = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!px)
+        return 0;
+    const char *n = (const char *)name, *v = (const char *)value;
+    if (px->got_head) {
+        px_response_trailer(px, n, namelen, v, valuelen);
+        return 0;
+    }
+    if (namelen == 7 && memcmp(n, ":status", 7) == 0) {
+        int status = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++)
+            status = status * 10 + (v[i] - '0');
+        px->info_block = status < 200;
+        if (!px->info_block)
+            px_response_status(px, status);
+        return 0;
+    }
+    if (!px->info_block)
+        px_response_header(px, n, namelen, v, valuelen);
+    return 0;
+}
+
+static void reset(px_conn *c, px_req *px, uint32_t code)
+{
+    nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, px->stream_id, code);
+    schedule(c);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    px_conn *c = ud;
+    if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        if (c->state == C_SETTINGS) {
+            c->state = C_READY;
+            c->served = true;
+            c->up->nconnecting--;
+            io_timer_stop(loop_of(c), &c->timer);
+        }
+        c->dispatch_needed = true;
+        return 0;
+    }
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        c->goaway = true;
+        return 0;
+    }
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    px_req *px = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!px)
+        return 0;
+    bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    if (f->hd.type == NGHTTP2_HEADERS) {
+        if (px->info_block) {
+            px->info_block = false; /* 1xx: the final head is still to come */
+            return 0;
+        }
+        if (!px->got_head && !px_response_start(px)) {
+            reset(c, px, NGHTTP2_CANCEL);
+            return 0;
+        }
+    }
+    if (end)
+        px_response_end(px);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *ud)
+{
+    (void)flags;
+    px_conn *c = ud;
+    px_req *px = nghttp2_session_get_stream_user_data(ng, id);
+    if (!px) {
+        c->unconsumed_conn += len;
+        return 0;
+    }
+    px->unconsumed += len;
+    if (!px->got_head || px->ended || !px->req)
+        return 0; /* nobody to give it to: credited after the batch */
+    int rc = px_response_body(px, data, len);
+    if (rc == NOOK_AGAIN) {
+        px->write_blocked = true;
+    } else if (rc != NOOK_OK) {
+        px_response_broken(px); /* the client cannot take it: stop both sides */
+        reset(c, px, NGHTTP2_CANCEL);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *ud)
+{
+    px_conn *c = ud;
+    px_req *px = nghttp2_session_get_stream_user_data(ng, id);
+    if (!px)
+        return 0;
+    nghttp2_session_set_stream_user_data(ng, id, NULL);
+    unlink_req(c, px);
+    px->conn = NULL;
+    if (error_code == NGHTTP2_NO_ERROR && px->ended) {
+        px_release_upstream(px);
+        return 0;
+    }
+    if (error_code == NGHTTP2_HTTP_1_1_REQUIRED) {
+        px_fall_back_to_h1(px);
+        return 0;
+    }
+    if (error_code != NGHTTP2_NO_ERROR && error_code != NGHTTP2_CANCEL)
+        px_log(c->up->pool, NOOK_LOG_INFO, "upstream %s reset stream %d: %s",
+               c->up->conf->authority, id, nghttp2_http2_strerror(error_code));
+    px_fail(px, error_code == NGHTTP2_REFUSED_STREAM);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * px_proto operations
+ * ------------------------------------------------------------------------------------------- */
+
+static size_t max_streams(const px_conn *c)
+{
+    return nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+}
+
+static px_conn *h2_ready_conn(px_up *up)
+{
+    for (px_conn *c = up->conns; c; c = c->next)
+        if (c->state == C_READY && !c->goaway && !c->close_now && c->nstreams < max_streams(c) &&
+            nghttp2_session_check_request_allowed(c->ng))
+            return c;
+    return NULL;
+}
+
+static int h2_submit(px_conn *c, px_req *px)
+{
+    if (!px->req)
+        return NOOK_ECLOSED;
+    size_t n;
+    px_field *f = px_request_fields(px, &n);
+    if (!f)
+        return NOOK_ENOMEM;
+    nghttp2_nv *nv = io_malloc(alloc_of(c), n * sizeof *nv);
+    if (!nv) {
+        io_free(alloc_of(c), f);
+        return NOOK_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        nv[i] = (nghttp2_nv){(uint8_t *)f[i].name, (uint8_t *)f[i].value, f[i].nlen, f[i].vlen,
+                             NGHTTP2_NV_FLAG_NONE};
+    bool has_body = !(px->body_end && io_buf_size(&px->body) == 0);
+    nghttp2_data_provider prd = {.source.ptr = px, .read_callback = read_body};
+    int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, has_body ? &prd : NULL, px);
+    io_free(alloc_of(c), nv);
+    io_free(alloc_of(c), f);
+    if (id < 0) {
+        px_log(c->up->pool, NOOK_LOG_WARN, "cannot submit a request: %s", nghttp2_strerror(id));
+        return NOOK_ENOMEM;
+    }
+    px->stream_id = id;
+    link_req(c, px);
+    schedule(c);
+    return NOOK_OK;
+}
+
+static void h2_body_more(px_req *px)
+{
+    px_conn *c = px->conn;
+    if (px->data_deferred) {
+        px->data_deferred = false;
+        nghttp2_session_resume_data(c->ng, px->stream_id);
+    }
+    schedule(c);
+}
+
+static void h2_writable(px_req *px)
+{
+    px_conn *c = px->conn;
+    px->write_blocked = false;
+    if (px->unconsumed) {
+        nghttp2_session_consume(c->ng, px->stream_id, px->unconsumed);
+        px->unconsumed = 0;
+    }
+    schedule(c);
+}
+
+static void h2_cancel(px_req *px)
+{
+    reset(px->conn, px, NGHTTP2_CANCEL);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Connection I/O
+ * ------------------------------------------------------------------------------------------- */
+
+static void credit_received(px_conn *c)
+{
+    for (px_req *px = c->reqs; px; px = px->conn_next)
+        if (px->unconsumed && !px->write_blocked) {
+            nghttp2_session_consume(c->ng, px->stream_id, px->unconsumed);
+            px->unconsumed = 0;
+        }
+    if (c->unconsumed_conn) {
+        nghttp2_session_consume_connection(c->ng, c->unconsumed_conn);
+        c->unconsumed_conn = 0;
+    }
+}
+
+static void pump_output(px_conn *c)
+{
+    for (;;) {
+        bool produced = false;
+        while (io_buf_size(&c->s.out) < OUTPUT_CHUNK_MAX) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0) {
+                fail_conn(c, nghttp2_strerror((int)n));
+                return;
+            }
+            if (n == 0)
+                break;
+            if (io_stream_queue(&c->s, data, (size_t)n) != NOOK_OK) {
+                fail_conn(c, "output buffer full");
+                return;
+            }
+            produced = true;
+        }
+        if (!produced && io_buf_size(&c->s.out) == 0)
+            return;
+        int rc = io_stream_flush(&c->s);
+        if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
+            fail_conn(c, "connection lost while writing");
+            return;
+        }
+        if (rc == NOOK_AGAIN || !nghttp2_session_want_write(c->ng))
+            return;
+    }
+}
+
+static void feed_input(px_conn *c)
+{
+    size_t n = io_buf_size(&c->s.in);
+    if (n == 0)
+        return;
+    ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)io_buf_head(&c->s.in), n);
+    io_buf_consume(&c->s.in, n);
+    if (used < 0)
+        fail_conn(c, nghttp2_strerror((int)used));
+}
+
+static void set_timer(px_conn *c)
+{
+    if (c->state != C_READY)
+        return; /* the connect timer runs */
+    if (c->nstreams == 0)
+        io_timer_set(loop_of(c), &c->timer, (uint64_t)c->up->pool->cfg->idle_ms);
+    else
+        io_timer_stop(loop_of(c), &c->timer); /* each request has its own timeout */
+}
+
+static void service(px_conn *c)
+{
+    if (c->close_now || c->state < C_SETTINGS)
+        return;
+    feed_input(c);
+    if (c->close_now)
+        return;
+    credit_received(c);
+    if (c->dispatch_needed) {
+        c->dispatch_needed = false;
+        px_dispatch(c->up);
+    }
+    pump_output(c);
+    if (c->close_now)
+        return;
+    if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
+        fail_conn(c, "session ended");
+    else if (c->goaway && c->nstreams == 0)
+        fail_conn(c, "upstream said GOAWAY");
+    else
+        set_timer(c);
+}
+
+static int session_new(px_conn *c)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return NOOK_ENOMEM;
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_option *o;
+    if (nghttp2_option_new(&o) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        return NOOK_ENOMEM;
+    }
+    nghttp2_option_set_no_auto_window_update(o, 1);
+    nghttp2_option_set_max_settings(o, 32);
+    c->mem = (nghttp2_mem){(void *)alloc_of(c), mem_malloc, mem_free, mem_calloc, mem_realloc};
+    int rv = nghttp2_session_client_new3(&c->ng, cbs, c, o, &c->mem);
+    nghttp2_option_del(o);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0)
+        return NOOK_ENOMEM;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+    };
+    rv = nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+    if (rv == 0)
+        rv = nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW);
+    return rv == 0 ? NOOK_OK : NOOK_ENOMEM;
+}
+
+static void start_session(px_conn *c)
+{
+    if (session_new(c) != NOOK_OK) {
+        fail_conn(c, "out of memory for an HTTP/2 session");
+        return;
+    }
+    c->state = C_SETTINGS;
+    io_watch_mod(loop_of(c), &c->s.watch, EPOLLIN | EPOLLRDHUP);
+    pump_output(c); /* the preface and our SETTINGS */
+}
+
+static void handshake(px_conn *c)
+{
+    bool want_write = false;
+    int rc = tls_conn_handshake(c->tls, &want_write);
+    if (rc == NOOK_AGAIN) {
+        io_watch_mod(loop_of(c), &c->s.watch, want_write ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+        return;
+    }
+    if (rc != NOOK_OK) {
+        fail_conn(c,
+                  rc == NOOK_ECLOSED ? "closed during the TLS handshake" : tls_conn_error(c->tls));
+        return;
+    }
+    const char *alpn = tls_conn_alpn(c->tls);
+    if (!alpn || strcmp(alpn, "h2") != 0) {
+        fail_conn(c, "the upstream did not select h2 by ALPN");
+        return;
+    }
+    if (!tls_conn_h2_allowed(c->tls)) {
+        fail_conn(c, "the upstream's TLS version or cipher is not allowed for HTTP/2");
+        return;
+    }
+    c->s.tr = &tls_transport;
+    c->s.tr_data = c->tls;
+    c->tls = NULL;
+    start_session(c);
+}
+
+static void connected(px_conn *c)
+{
+    char why[128];
+    if (px_connect_failed(c->s.watch.fd, why, sizeof why)) {
+        fail_conn(c, why);
+        return;
+    }
+    if (c->up->conf->kind != PX_H2) {
+        start_session(c);
+        return;
+    }
+    c->tls = tls_client_conn(c->up->pool->cfg->tls, alloc_of(c), c->s.watch.fd, c->up->conf->host);
+    if (!c->tls) {
+        fail_conn(c, "out of memory for TLS");
+        return;
+    }
+    c->state = C_HANDSHAKE;
+    handshake(c);
+}
+
+static void on_io(io_watch *w, uint32_t events)
+{
+    px_conn *c = from_watch(w);
+    if (c->close_now)
+        return;
+    if (c->state == C_CONNECTING) {
+        connected(c);
+        return;
+    }
+    if (c->state == C_HANDSHAKE) {
+        handshake(c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        int rc = io_stream_read(&c->s, INPUT_MAX);
+        if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
+            feed_input(c); /* what came before the end still counts */
+            fail_conn(c, "the upstream closed the connection");
+            return;
+        }
+    }
+    service(c);
+    if (!c->close_now && c->s.tr->pending(&c->s) > 0)
+        schedule(c);
+}
+
+/* Fails what is left on a connection that is going away, then frees it. */
+static void destroy(px_conn *c)
+{
+    px_up *up = c->up;
+    bool in_flight = c->reqs != NULL;
+    if (c->state != C_READY)
+        up->nconnecting--;
+    if (c->err[0] && (in_flight || !c->served))
+        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->err);
+    while (c->reqs) {
+        px_req *px = c->reqs;
+        if (c->ng)
+            nghttp2_session_set_stream_user_data(c->ng, px->stream_id, NULL);
+        unlink_req(c, px);
+        px->conn = NULL;
+        px_fail(px, false);
+    }
+    if (c->ng)
+        nghttp2_session_del(c->ng);
+    io_timer_stop(loop_of(c), &c->timer);
+    io_loop_undefer(loop_of(c), &c->resume);
+    io_stream_close(&c->s);
+    tls_conn_free(c->tls);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        up->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    up->nconns--;
+    bool served = c->served, timed_out = c->timed_out;
+    io_free(up->pool->alloc, c);
+    if (!served)
+        px_up_failed(up, timed_out);
+    else if (in_flight)
+        px_mark_down(up);
+    px_dispatch(up);
+}
+
+static void on_resume(io_defer *d)
+{
+    px_conn *c = from_defer(d);
+    if (!c->close_now && c->state >= C_SETTINGS) {
+        if (c->s.tr->pending(&c->s) > 0)
+            io_stream_read(&c->s, INPUT_MAX);
+        service(c);
+    }
+    if (c->close_now)
+        destroy(c);
+}
+
+static void on_timer(io_timer *t)
+{
+    px_conn *c = from_timer(t);
+    if (c->state != C_READY) {
+        c->timed_out = true;
+        fail_conn(c, "connect timed out");
+        return;
+    }
+    if (c->nstreams == 0) {
+        nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+        pump_output(c);
+        fail_conn(c, "idle");
+        c->err[0] = '\0';
+    }
+}
+
+static px_conn *h2_open(px_up *up)
+{
+    int fd = px_dial(up);
+    if (fd < 0)
+        return NULL;
+    px_conn *c = io_malloc(up->pool->alloc, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    memset(c, 0, sizeof *c);
+    c->up = up;
+    c->timer.fn = on_timer;
+    c->resume.fn = on_resume;
+    if (io_stream_init(&c->s, up->pool->loop, up->pool->alloc, fd, on_io, SIZE_MAX) != NOOK_OK) {
+        close(fd);
+        io_free(up->pool->alloc, c);
+        return NULL;
+    }
+    io_watch_mod(up->pool->loop, &c->s.watch, EPOLLOUT);
+    c->next = up->conns;
+    if (up->conns)
+        up->conns->prev = c;
+    up->conns = c;
+    up->nconns++;
+    up->nconnecting++;
+    io_timer_set(up->pool->loop, &c->timer, (uint64_t)up->pool->cfg->connect_ms);
+    return c;
+}
+
+static void h2_close_all(px_up *up)
+{
+    while (up->conns) {
+        px_conn *c = up->conns;
+        c->close_now = true;
+        c->err[0] = '\0';
+        destroy(c);
+    }
+}
+
+const px_proto px_h2_proto = {.open = h2_open,
+                              .ready_conn = h2_ready_conn,
+                              .submit = h2_submit,
+                              .body_more = h2_body_more,
+                              .writable = h2_writable,
+                              .cancel = h2_cancel,
+                              .close_all = h2_close_all};
