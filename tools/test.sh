@@ -2,8 +2,9 @@
 # The whole test suite, as CI runs it: install dependencies, then
 #   1. a normal build and every ctest (unit, integration, symbol export),
 #   2. the same suite built with AddressSanitizer + UndefinedBehaviorSanitizer,
-#   3. each libFuzzer harness for FUZZ_SECONDS (default 30) over its seed corpus,
-#   4. install to a staging prefix and build consumers with pkg-config and find_package.
+#   3. the multi-thread, late-answer (token) and lifecycle tests built with ThreadSanitizer,
+#   4. each libFuzzer harness for FUZZ_SECONDS (default 30) over its seed corpus,
+#   5. install to a staging prefix and build consumers with pkg-config and find_package.
 # Build trees go to build/ (ignored by git). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,16 @@ cmake --build build/asan -j"$jobs"
 step "tests under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure -j"$jobs"
+
+step "build (ThreadSanitizer)"
+cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNOOK_TSAN=ON >/dev/null
+cmake --build build/tsan -j"$jobs"
+step "threaded tests under ThreadSanitizer"
+# Unit tests (cross-thread posts, start/stop, the allocation test's server thread) and the
+# integration tests whose handlers answer from other threads or that stop servers mid-flight.
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --test-dir build/tsan --output-on-failure -j"$jobs" \
+  -R '^unit\.|test_middleware|test_lifecycle|test_streaming|test_h2_clients|test_mw_builtin'
 
 step "fuzz (${fuzz_seconds}s per harness)"
 cmake -S . -B build/fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DNOOK_FUZZ=ON \

@@ -32,7 +32,8 @@ import traceback
 
 DEFAULT_TIMEOUT = 5.0
 CURL = "/usr/bin/curl" if os.path.exists("/usr/bin/curl") else "curl"
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer",
+                     "WARNING: ThreadSanitizer")
 
 
 def parse_args(argv=None):
