@@ -748,9 +748,21 @@ static void on_linger_input(h1_conn *c)
     }
 }
 
+/* Most input held at once: a whole head, plus body bytes in flight. */
+static size_t input_limit(const h1_conn *c)
+{
+    return opt(c, NOOK_OPT_MAX_HEADER_BYTES) + BODY_READ_SLACK;
+}
+
+/* Input the transport holds (TLS records already read) that no socket event will announce. */
+static bool tls_input_waiting(h1_conn *c)
+{
+    return !c->peer_eof && c->phase != PH_LINGER && c->s.tr->pending(&c->s) > 0;
+}
+
 static void on_input(h1_conn *c)
 {
-    size_t max_in = opt(c, NOOK_OPT_MAX_HEADER_BYTES) + BODY_READ_SLACK;
+    size_t max_in = input_limit(c);
     int rc = io_stream_read(&c->s, max_in);
     if (rc > 0) {
         if (c->phase == PH_BODY)
@@ -853,19 +865,21 @@ static void on_resume(io_defer *d)
         destroy(c);
         return;
     }
-    if (!c->peer_eof && c->phase != PH_LINGER && c->s.tr->pending(&c->s) > 0)
-        on_input(c); /* TLS records already read: the socket will not signal them */
-    if (c->close_now) {
-        destroy(c);
-        return;
-    }
     if (c->notify_writable) {
         c->notify_writable = false;
         if (c->phase == PH_WAIT && c->ex && !c->res_ended)
             core_exchange_writable(c->ex);
     }
+    /* What is buffered first: reading more into a full buffer would stop input (ELIMIT) with
+     * room about to be made. */
     if (c->phase != PH_LINGER)
         process(c);
+    if (c->close_now) {
+        destroy(c);
+        return;
+    }
+    if (tls_input_waiting(c))
+        on_input(c); /* TLS records already read: the socket will not signal them */
     if (c->close_now) {
         destroy(c);
         return;
@@ -874,8 +888,13 @@ static void on_resume(io_defer *d)
         flush(c);
     else if (c->close_after && c->phase != PH_LINGER)
         begin_close(c);
-    if (c->close_now)
+    if (c->close_now) {
         destroy(c);
+        return;
+    }
+    /* Decrypted input that did not fit this time: come back for it, the socket will not. */
+    if (tls_input_waiting(c) && io_buf_size(&c->s.in) < input_limit(c))
+        schedule(c);
 }
 
 static void on_shutdown(core_conn *link, bool graceful)
