@@ -300,7 +300,7 @@ typedef struct head_facts {
     unsigned te_chunked; /* how many times "chunked" appears across all Transfer-Encoding fields */
     bool te_seen;
     bool te_last_chunked; /* the last coding listed so far is chunked */
-    bool te_unknown;      /* some coding is not one this server knows */
+    bool te_unknown;      /* some coding other than chunked (none is decoded here) */
     bool conn_close;
     bool conn_keep_alive;
     bool expect_continue;
@@ -323,13 +323,6 @@ static int note_content_length(const h1_header *h, head_facts *f)
     return 0;
 }
 
-/* Codings registered for HTTP/1.1 (RFC 9112 §7), with the x- aliases §7.2 says to accept. */
-static bool is_known_coding(const char *s, size_t n)
-{
-    return token_is(s, n, "gzip") || token_is(s, n, "x-gzip") || token_is(s, n, "deflate") ||
-           token_is(s, n, "compress") || token_is(s, n, "x-compress");
-}
-
 /* Records the codings in order across fields (several fields form one list, RFC 9110 §5.3).
  * Codings must be bare tokens: parameters are not defined for any coding a request may use. */
 static int note_transfer_encoding(const h1_header *h, head_facts *f)
@@ -343,7 +336,9 @@ static int note_transfer_encoding(const h1_header *h, head_facts *f)
         f->te_seen = true;
         f->te_chunked += chunked;
         f->te_last_chunked = chunked;
-        if (!chunked && !is_known_coding(el, n))
+        /* nook decodes no coding but chunked: any other one (gzip included) is one it does not
+         * understand, answered 501 (RFC 9112 §6.1) rather than handed on still coded. */
+        if (!chunked)
             f->te_unknown = true;
     }
     return 0;

@@ -57,6 +57,8 @@ CORPUS = [
      post(b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n"), 400, CLOSE),
     ("Transfer-Encoding: foo, chunked (unknown coding)",
      post(b"Transfer-Encoding: foo, chunked\r\n", b"0\r\n\r\n"), 501, CLOSE),
+    ("Transfer-Encoding: gzip, chunked (a coding nook does not decode)",
+     post(b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"), 501, CLOSE),
     ("Transfer-Encoding with a vertical tab", post(b"Transfer-Encoding:\x0bchunked\r\n",
                                                    b"0\r\n\r\n"), 400, CLOSE),
     ("Transfer-Encoding obs-folded", post(b"Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n"),
