@@ -336,6 +336,10 @@ NOOK_API nook_str nook_req_body(const nook_req *req);
  * string). Handlers must not need it: everything else is the same whatever the protocol. */
 NOOK_API const char *nook_req_protocol(const nook_req *req);
 
+/* 1 when the request came over TLS, 0 over cleartext (for absolute URLs, HSTS, and the proxy's
+ * X-Forwarded-Proto). Any thread that may use req. */
+NOOK_API int nook_req_is_tls(const nook_req *req);
+
 /* Microseconds since the request's head was complete (for access logs and metrics). */
 NOOK_API int64_t nook_req_elapsed_us(const nook_req *req);
 
@@ -663,9 +667,10 @@ typedef enum nook_proxy_balance {
 
 /* Request fields the proxy adds (nook_proxy_set_forwarded). */
 enum {
-    NOOK_PROXY_FORWARDED = 1,  /* Forwarded: for=CLIENT;host=HOST (RFC 7239), appended to one
-                                  the client sent */
-    NOOK_PROXY_X_FORWARDED = 2 /* X-Forwarded-For (appended), X-Forwarded-Host (replaced) */
+    NOOK_PROXY_FORWARDED = 1,  /* Forwarded: for=CLIENT;host=HOST;proto=http|https (RFC 7239),
+                                  appended to one the client sent */
+    NOOK_PROXY_X_FORWARDED = 2 /* X-Forwarded-For (appended), X-Forwarded-Host and
+                                  X-Forwarded-Proto (replaced) */
 };
 
 /* An empty configuration with the defaults: round-robin, certificate verification on (against

@@ -61,6 +61,7 @@ struct nook_req {
 
     nook_str method, path, query, peer;
     const char *protocol;
+    bool tls; /* carried over TLS */
     int64_t start_us;
     uint64_t bytes_sent;
     hdr_list req_hdrs;
@@ -253,9 +254,15 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-void core_exchange_set_protocol(nook_req *r, const char *name) { r->protocol = name; }
+void core_exchange_set_protocol(nook_req *r, const char *name, bool tls)
+{
+    r->protocol = name;
+    r->tls = tls;
+}
 
 const char *nook_req_protocol(const nook_req *r) { return r ? r->protocol : ""; }
+
+int nook_req_is_tls(const nook_req *r) { return r && r->tls; }
 
 int64_t nook_req_elapsed_us(const nook_req *r) { return r ? now_us() - r->start_us : 0; }
 

@@ -66,7 +66,7 @@ nook_req *core_exchange_new(core_worker *w, const core_stream_ops *ops, void *st
 int core_exchange_set_target(nook_req *req, nook_str method, nook_str target);
 
 /* The protocol name reported by nook_req_protocol (a static string). */
-void core_exchange_set_protocol(nook_req *req, const char *name);
+void core_exchange_set_protocol(nook_req *req, const char *name, bool tls);
 
 /* One request header (copied). NOOK_OK or NOOK_ENOMEM. */
 int core_exchange_add_header(nook_req *req, nook_str name, nook_str value);

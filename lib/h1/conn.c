@@ -569,7 +569,8 @@ static bool copy_request(h1_conn *c)
 {
     const h1_request_head *h = &c->head;
     nook_req *ex = c->ex;
-    core_exchange_set_protocol(ex, h->version_minor >= 1 ? "HTTP/1.1" : "HTTP/1.0");
+    core_exchange_set_protocol(ex, h->version_minor >= 1 ? "HTTP/1.1" : "HTTP/1.0",
+                               c->s.tr != &io_transport_plain);
     if (core_exchange_set_target(ex, (nook_str){h->method, h->method_len},
                                  (nook_str){h->target, h->target_len}) != NOOK_OK)
         return false;

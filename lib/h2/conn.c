@@ -554,7 +554,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     if (st)
         st->ex = core_exchange_new(c->w, &h2_ops, st, (nook_str){c->peer, c->peer_len});
     if (st && st->ex)
-        core_exchange_set_protocol(st->ex, "HTTP/2");
+        core_exchange_set_protocol(st->ex, "HTTP/2", c->s.tr != &io_transport_plain);
     if (!st || !st->ex) {
         if (st)
             stream_free(st);

@@ -827,7 +827,8 @@ static bool drop_request_field(const px_req *px, nook_str name, nook_str value)
         return true;
     /* Fields the proxy sets itself are replaced, never trusted from the client. */
     if ((cfg->forwarded & NOOK_PROXY_X_FORWARDED) &&
-        name_is(name.ptr, name.len, "x-forwarded-host"))
+        (name_is(name.ptr, name.len, "x-forwarded-host") ||
+         name_is(name.ptr, name.len, "x-forwarded-proto")))
         return true;
     return (cfg->forwarded & NOOK_PROXY_FORWARDED) && name_is(name.ptr, name.len, "forwarded");
 }
@@ -903,10 +904,11 @@ static void add_forwarding(field_builder *b, const px_req *px, nook_str host)
     if (flags & NOOK_PROXY_FORWARDED) {
         nook_str who = client_ip(px, ip, sizeof ip, true);
         char item[400];
+        const char *proto = nook_req_is_tls(px->req) ? "https" : "http";
         int n = host.ptr && quotable(host)
-                    ? snprintf(item, sizeof item, "for=%.*s;host=\"%.*s\"", (int)who.len, who.ptr,
-                               (int)host.len, host.ptr)
-                    : snprintf(item, sizeof item, "for=%.*s", (int)who.len, who.ptr);
+                    ? snprintf(item, sizeof item, "for=%.*s;host=\"%.*s\";proto=%s", (int)who.len,
+                               who.ptr, (int)host.len, host.ptr, proto)
+                    : snprintf(item, sizeof item, "for=%.*s;proto=%s", (int)who.len, who.ptr, proto);
         if (n > 0 && (size_t)n < sizeof item)
             add_list_field(b, px, "forwarded", (nook_str){item, (size_t)n});
     }
@@ -914,6 +916,10 @@ static void add_forwarding(field_builder *b, const px_req *px, nook_str host)
         add_list_field(b, px, "x-forwarded-for", client_ip(px, ip, sizeof ip, false));
         if (host.ptr)
             add_field(b, "x-forwarded-host", 16, host.ptr, host.len);
+        if (nook_req_is_tls(px->req))
+            add_field(b, "x-forwarded-proto", 17, "https", 5);
+        else
+            add_field(b, "x-forwarded-proto", 17, "http", 4);
     }
 }
 

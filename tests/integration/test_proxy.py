@@ -342,7 +342,7 @@ def hop_by_hop_fields_are_removed_and_forwarding_fields_added(ctx):
                 b"Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
                 b"Proxy-Authorization: Basic eA==\r\nTE: gzip\r\nX-Kept: yes\r\n"
                 b"X-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1\r\n"
-                b"X-Forwarded-Host: forged\r\n\r\n")
+                b"X-Forwarded-Host: forged\r\nX-Forwarded-Proto: https\r\n\r\n")
         with nt.connect(("127.0.0.1", px.ports[0])) as s:
             s.sendall(head)
             r = nt.Reader(s).read_response()
@@ -357,8 +357,20 @@ def hop_by_hop_fields_are_removed_and_forwarding_fields_added(ctx):
         eq(got.get("host"), ["example.test:8080"], "Host as :authority / Host (via %s)" % px.name)
         eq(got.get("x-forwarded-for"), ["10.0.0.1, 127.0.0.1"], "X-Forwarded-For via " + px.name)
         eq(got.get("x-forwarded-host"), ["example.test:8080"], "X-Forwarded-Host via " + px.name)
-        eq(got.get("forwarded"), ['for=10.0.0.1, for=127.0.0.1;host="example.test:8080"'],
+        eq(got.get("x-forwarded-proto"), ["http"], "X-Forwarded-Proto via " + px.name)
+        eq(got.get("forwarded"), ['for=10.0.0.1, for=127.0.0.1;host="example.test:8080";proto=http'],
            "Forwarded via " + px.name)
+    # Over TLS (h2 and HTTP/1.1 clients) the proto is https.
+    for name, flags, base in ctx.p_h2c.urls():
+        if not base.startswith("https:"):
+            continue
+        for extra in ([], ["--http1.1"]):
+            r = fetch(flags + extra, base + "/allheaders")
+            lines = [l.lower() for l in r.body.decode().splitlines()]
+            expect("x-forwarded-proto: https" in lines, "X-Forwarded-Proto over TLS (%s %s)"
+                   % (name, extra), lines)
+            expect(any(l.startswith("forwarded:") and l.endswith(";proto=https") for l in lines),
+                   "Forwarded proto=https over TLS (%s %s)" % (name, extra), lines)
 
 
 @case
