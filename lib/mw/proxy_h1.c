@@ -30,6 +30,8 @@
 enum { H_CONNECTING, H_HANDSHAKE, H_IDLE, H_BUSY };
 enum { R_HEAD, R_BODY, R_UNTIL_CLOSE, R_DONE };
 
+#define TAIL_MAX 8192 /* trailer sections passed on up to this size (with the size line) */
+
 typedef struct h1up {
     struct h1up *prev, *next; /* in up->conns (stored there as px_conn pointers) */
     px_up *up;
@@ -48,6 +50,11 @@ typedef struct h1up {
     bool paused;     /* the client's output is full: not reading */
     bool write_dead; /* the upstream stopped taking bytes: nothing more is sent */
     h1_body body;
+    /* Chunked framing consumed since the last data (the last chunk's size line, the trailer
+     * section): its trailer fields are passed on when the body ends. */
+    char tail[TAIL_MAX];
+    size_t tail_len;
+    bool tail_lost; /* more framing than fits: the trailers are dropped */
     bool close_now;
     bool failed; /* closing because something went wrong (vs. idle) */
     bool timed_out;
@@ -342,6 +349,38 @@ static void exchange_done(h1up *c)
 
 /* The whole response arrived. An upstream that answered before reading the whole request
  * body does not want the rest: the connection is closed rather than reused (exchange_done). */
+/* The end of a chunked body, as consumed since the last data: maybe the CRLF that ended that
+ * data, the last chunk's size line ("0", perhaps with extensions), the trailer field lines,
+ * and the empty line. The decoder has checked every byte of it; the fields go to the client. */
+static void pass_trailers(h1up *c)
+{
+    const char *p = c->tail, *end = c->tail + c->tail_len;
+    bool size_line_seen = false;
+    while (p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        if (!eol)
+            break;
+        size_t n = (size_t)(eol - p);
+        if (n == 0) {
+            if (size_line_seen)
+                break; /* the empty line that ends the section */
+        } else if (!size_line_seen) {
+            size_line_seen = true; /* "0[;ext]" */
+        } else {
+            const char *colon = memchr(p, ':', n);
+            if (colon) {
+                const char *v = colon + 1, *ve = eol;
+                while (v < ve && (*v == ' ' || *v == '\t'))
+                    v++;
+                while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                    ve--;
+                px_response_trailer(c->px, p, (size_t)(colon - p), v, (size_t)(ve - v));
+            }
+        }
+        p = eol + 2;
+    }
+}
+
 static void response_done(h1up *c)
 {
     c->phase = R_DONE;
@@ -390,6 +429,8 @@ static bool read_head(h1up *c)
     }
     h1_request_head framing = {.content_length = clen, .chunked = chunked};
     h1_body_init(&c->body, &framing, HEAD_MAX);
+    c->tail_len = 0;
+    c->tail_lost = false;
     c->phase = R_BODY;
     if (h1_body_done(&c->body)) {
         response_done(c);
@@ -427,9 +468,19 @@ static void read_body(h1up *c)
             fail_conn(c, "malformed response body framing");
             return;
         }
+        if (rc == H1_BODY_DATA) {
+            c->tail_len = 0; /* framing before data is no trailer */
+        } else if (c->tail_len + used <= TAIL_MAX) {
+            memcpy(c->tail + c->tail_len, io_buf_head(&c->s.in), used);
+            c->tail_len += used;
+        } else {
+            c->tail_lost = true;
+        }
         bool go_on = rc != H1_BODY_DATA || deliver(c, data, dlen);
         io_buf_consume(&c->s.in, used);
         if (rc == H1_BODY_DONE || h1_body_done(&c->body)) {
+            if (c->body.chunked && !c->tail_lost)
+                pass_trailers(c);
             response_done(c);
             return;
         }

@@ -492,6 +492,16 @@ def grpc_style_trailers_arrive_at_the_client(ctx):
     eq((r.status, r.body), (200, b"body"), "status and body (h1 client)")
     eq(sorted(t.decode().lower() for t in r.trailers), ["grpc-status: 0", "x-checksum: abc"],
        "trailer section (h1 client)")
+    # From an HTTP/1.1 upstream (its chunked trailer section) to an HTTP/2 client, and back
+    # into a trailer section for an HTTP/1.1 client.
+    status, headers, body, trailers, reset = h2c_get(ctx.p_h1.ports[0], "/trailers")
+    eq((status, body, reset), (200, b"body", None), "status, body, reset via an http:// upstream")
+    eq(trailers, {"grpc-status": "0", "x-checksum": "abc"}, "trailers via an http:// upstream")
+    with nt.connect(("127.0.0.1", ctx.p_h1.ports[0])) as s:
+        s.sendall(b"GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+        r = nt.Reader(s).read_response()
+    eq(sorted(t.decode().lower() for t in r.trailers), ["grpc-status: 0", "x-checksum: abc"],
+       "trailer section via an http:// upstream (h1 client)")
 
 
 # ---------------------------------------------------------------------------------------------
