@@ -239,9 +239,18 @@ static void on_big(nook_req *req, void *ud)
         text_c(req, "bad size");
         return;
     }
+    /* 'a'..'z' repeated: seed one period, then double it with memcpy. The event loop runs
+     * this handler, so it must stay cheap even in an unoptimised sanitizer build (a byte loop
+     * over 40 x 200 KB stalled honest clients in the attack tests by tens of ms). */
     char *body = malloc((size_t)size + 1);
-    for (long i = 0; i < size; i++)
-        body[i] = (char)('a' + i % 26);
+    long filled = size < 26 ? size : 26;
+    for (long i = 0; i < filled; i++)
+        body[i] = (char)('a' + i);
+    while (filled < size) {
+        long n = filled < size - filled ? filled : size - filled;
+        memcpy(body + filled, body, (size_t)n);
+        filled += n;
+    }
     nook_respond(req, 200, "application/octet-stream", body, (size_t)size);
     free(body);
 }
