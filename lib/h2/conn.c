@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "io/ascii.h"
 
@@ -88,6 +90,10 @@ struct h2_conn {
     bool peer_eof;
     bool nap_due;            /* the timer is set for NOOK_OPT_IDLE_SLEEP, not a timeout */
     bool asleep;             /* idle with buffers released (io_stream_sleep) until input comes */
+    bool creating;           /* inside nghttp2_session_server_new: see FRAMEBUF_LEN */
+    char *fb;                /* nghttp2's frame buffer, page-aligned inside fb_raw */
+    char *fb_raw;
+    size_t fb_len;
     char peer[64];
     size_t peer_len;
 };
@@ -105,18 +111,85 @@ static const io_alloc *pool_of(const h2_conn *c) { return core_worker_pool(c->w)
  * Allocator bridge: nghttp2 allocates through the server's hook too.
  * ------------------------------------------------------------------------------------------- */
 
-static void *mem_malloc(size_t n, void *ud) { return io_malloc(ud, n); }
-static void mem_free(void *p, void *ud) { io_free(ud, p); }
+/* nghttp2 keeps one 16 KiB frame buffer per session for its whole life, more than half of what an
+ * idle HTTP/2 connection costs. Its content is dead whenever nghttp2 has nothing to send, so a
+ * sleeping connection hands the buffer's pages back to the kernel (MADV_DONTNEED) and they come
+ * back zero-filled, one page at a time, when nghttp2 next writes. The buffer is the allocation of
+ * exactly FRAMEBUF_LEN bytes (a frame header, a pad-length byte, the largest default payload)
+ * made while the session is created, and only the first such; it is placed on a page boundary
+ * inside a block a page larger. Any other allocation is left alone. */
+#define FRAMEBUF_LEN (9 + 1 + 16384)
+
+static size_t page_size(void)
+{
+    static size_t page;
+    if (!page) {
+        long v = sysconf(_SC_PAGESIZE);
+        page = v > 0 ? (size_t)v : 4096;
+    }
+    return page;
+}
+
+static void *mem_malloc(size_t n, void *ud)
+{
+    h2_conn *c = ud;
+    if (!c->creating || c->fb_raw || n != FRAMEBUF_LEN)
+        return io_malloc(pool_of(c), n);
+    char *raw = io_malloc(pool_of(c), n + page_size());
+    if (!raw)
+        return NULL;
+    uintptr_t at = ((uintptr_t)raw + page_size() - 1) & ~(uintptr_t)(page_size() - 1);
+    c->fb_raw = raw;
+    c->fb = (char *)at;
+    c->fb_len = n;
+    return c->fb;
+}
+
+static void mem_free(void *p, void *ud)
+{
+    h2_conn *c = ud;
+    if (p && p == c->fb) {
+        p = c->fb_raw;
+        c->fb = c->fb_raw = NULL;
+    }
+    io_free(pool_of(c), p);
+}
+
 static void *mem_calloc(size_t nmemb, size_t size, void *ud)
 {
     if (size && nmemb > SIZE_MAX / size)
         return NULL;
-    void *p = io_malloc(ud, nmemb * size);
+    void *p = mem_malloc(nmemb * size, ud);
     if (p)
         memset(p, 0, nmemb * size);
     return p;
 }
-static void *mem_realloc(void *p, size_t n, void *ud) { return io_realloc(ud, p, n); }
+
+static void *mem_realloc(void *p, size_t n, void *ud)
+{
+    h2_conn *c = ud;
+    if (!p)
+        return mem_malloc(n, ud);
+    if (p != c->fb)
+        return io_realloc(pool_of(c), p, n);
+    /* The frame buffer resized (nghttp2 1.52 never does): an ordinary block from now on. */
+    void *q = io_malloc(pool_of(c), n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, n < c->fb_len ? n : c->fb_len);
+    mem_free(p, ud);
+    return q;
+}
+
+/* While asleep: nothing queued in nghttp2 or in our output, so the frame buffer holds nothing. */
+static void release_framebuf(h2_conn *c)
+{
+    if (!c->fb || nghttp2_session_want_write(c->ng) || io_buf_size(&c->s.out))
+        return;
+    size_t whole = c->fb_len & ~(page_size() - 1);
+    if (whole)
+        (void)madvise(c->fb, whole, MADV_DONTNEED); /* a hint: failing costs only memory */
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Streams
@@ -1069,6 +1142,7 @@ static void on_timer(io_timer *t)
     if (c->nap_due) {
         c->nap_due = false;
         io_stream_sleep(&c->s);
+        release_framebuf(c);
         c->asleep = true;
         set_phase_timer(c); /* now the idle timeout itself */
         return;
@@ -1151,8 +1225,10 @@ static int session_new(h2_conn *c)
 #ifdef NOOK_HAVE_NGHTTP2_MAX_CONTINUATIONS
     nghttp2_option_set_max_continuations(o, max_continuations(c) + 2);
 #endif
-    c->mem = (nghttp2_mem){(void *)pool_of(c), mem_malloc, mem_free, mem_calloc, mem_realloc};
+    c->mem = (nghttp2_mem){c, mem_malloc, mem_free, mem_calloc, mem_realloc};
+    c->creating = true;
     int rv = nghttp2_session_server_new3(&c->ng, cbs, c, o, &c->mem);
+    c->creating = false;
     nghttp2_option_del(o);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0)
