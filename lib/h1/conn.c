@@ -766,7 +766,10 @@ static void on_input(h1_conn *c)
     size_t max_in = input_limit(c);
     int rc = io_stream_read(&c->s, max_in);
     if (rc > 0) {
-        if (c->phase == PH_BODY)
+        /* Body bytes restart the body timeout, but not while the handler holds the body (the
+         * pause is its choice, and resuming restarts the timeout) nor while output waits (the
+         * write timeout, which only write progress restarts, is the one that applies). */
+        if (c->phase == PH_BODY && !c->body_paused && c->timer_kind != T_WRITE)
             set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
         process(c);
         if (c->phase == PH_BODY && c->ex && !c->close_after && !c->close_now &&

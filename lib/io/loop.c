@@ -143,7 +143,10 @@ void io_watch_del(io_loop *loop, io_watch *w)
     w->events = 0;
 }
 
-/* ---- timers: a binary min-heap keyed by `when`; slot is the 1-based heap index ---- */
+/* ---- timers: a binary min-heap keyed by `key`; slot is the 1-based heap index ----
+ * A deadline pushed later (activity on a connection, the common case) only moves `when`; the
+ * node keeps its old, earlier key, so the heap stays ordered and its root is never later than
+ * the true next deadline. A root whose key is stale is re-keyed and sifted down when reached. */
 
 static void heap_place(io_loop *loop, size_t i, io_timer *t)
 {
@@ -156,7 +159,7 @@ static void heap_up(io_loop *loop, size_t i)
     io_timer *t = loop->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (loop->heap[parent]->when <= t->when)
+        if (loop->heap[parent]->key <= t->key)
             break;
         heap_place(loop, i, loop->heap[parent]);
         i = parent;
@@ -171,9 +174,9 @@ static void heap_down(io_loop *loop, size_t i)
         size_t c = 2 * i + 1;
         if (c >= loop->nheap)
             break;
-        if (c + 1 < loop->nheap && loop->heap[c + 1]->when < loop->heap[c]->when)
+        if (c + 1 < loop->nheap && loop->heap[c + 1]->key < loop->heap[c]->key)
             c++;
-        if (loop->heap[c]->when >= t->when)
+        if (loop->heap[c]->key >= t->key)
             break;
         heap_place(loop, i, loop->heap[c]);
         i = c;
@@ -197,12 +200,11 @@ int io_timer_set(io_loop *loop, io_timer *t, uint64_t ms)
 {
     uint64_t when = loop->now + ms;
     if (t->slot) {
-        /* Pushing a deadline later is the common case (activity on a connection): leave the heap
-         * key early and let expiry re-sift it; only an earlier deadline needs a move now. */
-        uint64_t old = t->when;
         t->when = when;
-        if (when < old)
+        if (when < t->key) {
+            t->key = when;
             heap_up(loop, t->slot - 1);
+        }
         return NOOK_OK;
     }
     if (loop->nheap == loop->heap_cap) {
@@ -214,6 +216,7 @@ int io_timer_set(io_loop *loop, io_timer *t, uint64_t ms)
         loop->heap_cap = cap;
     }
     t->when = when;
+    t->key = when;
     loop->nheap++;
     heap_place(loop, loop->nheap - 1, t);
     heap_up(loop, loop->nheap - 1);
@@ -230,13 +233,13 @@ static void run_timers(io_loop *loop)
 {
     while (loop->nheap > 0) {
         io_timer *t = loop->heap[0];
-        if (t->when > loop->now) {
-            /* Possibly a lazily extended timer sitting above its true key: re-sift it. */
+        if (t->key < t->when) { /* extended since it was placed: re-key, then look again */
+            t->key = t->when;
             heap_down(loop, 0);
-            if (loop->heap[0] == t)
-                break;
             continue;
         }
+        if (t->when > loop->now)
+            break;
         heap_remove(loop, 0);
         t->fn(t);
     }
@@ -325,7 +328,7 @@ int io_loop_timeout(const io_loop *loop)
     if (loop->nheap == 0)
         return -1;
     uint64_t now = monotonic_ms();
-    uint64_t when = loop->heap[0]->when;
+    uint64_t when = loop->heap[0]->key; /* may be early (a stale key), never late */
     if (when <= now)
         return 0;
     uint64_t d = when - now;

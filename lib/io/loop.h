@@ -33,8 +33,9 @@ struct io_watch {
 typedef struct io_timer io_timer;
 typedef void (*io_timer_fn)(io_timer *t);
 struct io_timer {
-    uint64_t when;
-    size_t slot; /* position in the heap + 1; 0 when not armed */
+    uint64_t when; /* the deadline */
+    uint64_t key;  /* the heap's order: never later than `when` (see io_timer_set) */
+    size_t slot;   /* position in the heap + 1; 0 when not armed */
     io_timer_fn fn;
 };
 

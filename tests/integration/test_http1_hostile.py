@@ -176,6 +176,27 @@ def header_timeout_408(t):
 
 
 @case
+def paused_upload_outlives_body_timeout(t):
+    # The handler holds the body for 1.5 s after each piece, longer than BODY_TIMEOUT; bytes
+    # that arrive meanwhile must not start a body timeout the pause would then overrun.
+    with nt.TestServer(t.opts.server, "--opt", "BODY_TIMEOUT=800") as srv:
+        body = bytes(range(256)) * 4
+        with nt.connect(srv.port, timeout=15) as s:
+            s.sendall(b"POST /upload?pause_ms=1500 HTTP/1.1\r\nHost: a\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body[:100])
+            time.sleep(0.3)  # the first piece is held now; the rest arrives during the pause
+            s.sendall(body[100:])
+            t0 = time.monotonic()
+            r = nt.Reader(s).read_response()
+            dt = time.monotonic() - t0
+        fnv = 2166136261
+        for b in body:
+            fnv = ((fnv ^ b) * 16777619) & 0xffffffff
+        eq((r.status, r.body), (200, b"bytes=%d fnv=%08x" % (len(body), fnv)),
+           "the held upload's answer (after %.2f s)" % dt)
+
+
+@case
 def idle_timeout_closes_silently(t):
     with nt.TestServer(t.opts.server, "--opt", "IDLE_TIMEOUT=500") as srv:
         with nt.connect(srv.port) as s:

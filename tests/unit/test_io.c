@@ -93,6 +93,49 @@ static void test_timers(void)
     io_loop_free(loop);
 }
 
+/* A deadline pushed later must not hide an earlier one in its subtree: with A..G armed in
+ * this order the heap holds C below B; pushing B far out and firing A must still fire C at
+ * its own time, and the loop's next timeout must never be later than C's deadline. */
+static int c_fired_at;
+static void on_c(io_timer *t)
+{
+    (void)t;
+    c_fired_at = 1;
+}
+
+static void on_other(io_timer *t) { (void)t; }
+
+static void test_timer_pushed_later_hides_nothing(void)
+{
+    io_loop *loop = io_loop_new(&io_alloc_libc);
+    io_timer a = {.fn = on_other}, b = {.fn = on_other}, c = {.fn = on_c},
+             d = {.fn = on_other}, e = {.fn = on_other}, f = {.fn = on_other},
+             g = {.fn = on_other};
+    uint64_t start = io_loop_now(loop);
+    io_timer_set(loop, &a, 5);
+    io_timer_set(loop, &b, 6);
+    io_timer_set(loop, &d, 500);
+    io_timer_set(loop, &c, 30);
+    io_timer_set(loop, &e, 600);
+    io_timer_set(loop, &f, 700);
+    io_timer_set(loop, &g, 800);
+    io_timer_set(loop, &b, 10000); /* pushed later: C, below it, is still due at +30 */
+    CHECK(io_loop_timeout(loop) <= 30);
+    c_fired_at = 0;
+    uint64_t c_at = 0;
+    for (int i = 0; i < 200 && !c_fired_at; i++) {
+        int t = io_loop_timeout(loop);
+        CHECK(t >= 0 && t <= 30); /* never a sleep past C's deadline */
+        io_loop_run_once(loop, 100);
+        if (c_fired_at)
+            c_at = io_loop_now(loop) - start;
+    }
+    CHECK(c_fired_at != 0);
+    CHECK(c_at >= 30 && c_at < 200);
+    CHECK(io_loop_timeout(loop) > 200); /* D at +500 is next; B no longer at +6 */
+    io_loop_free(loop);
+}
+
 static int deferred_runs;
 static void on_defer(io_defer *d)
 {
@@ -195,6 +238,7 @@ int main(void)
     test_buf();
     test_arena();
     test_timers();
+    test_timer_pushed_later_hides_nothing();
     test_defer();
     test_post();
     test_sendfile_sigpipe();
