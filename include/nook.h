@@ -176,10 +176,13 @@ typedef enum nook_log_level {
  * Called from any of the server's threads, possibly concurrently. */
 typedef void (*nook_log_fn)(nook_log_level level, const char *msg, void *user_data);
 
-/* Sets where log lines go and the most verbose level delivered. nook never prints by itself:
- * without a logger, lines are dropped. Call before the server starts. */
-NOOK_API void nook_server_set_logger(nook_server *srv, nook_log_fn fn, nook_log_level max_level,
-                                     void *user_data);
+/* Sets where log lines go and the most verbose level delivered (lines above max_level are not
+ * formatted at all). nook never prints by itself: without a logger (fn NULL, the default),
+ * lines are dropped. user_data is passed to every call of fn and stays the caller's; it must
+ * outlive the server. Call it while configuring, before the server starts: NOOK_ESTATE once it
+ * has started (workers read the logger without a lock); NOOK_EINVAL for a NULL server. */
+NOOK_API int nook_server_set_logger(nook_server *srv, nook_log_fn fn, nook_log_level max_level,
+                                    void *user_data);
 
 /* A logger that writes "nook: LEVEL: msg" lines to stderr, for programs that want one. */
 NOOK_API void nook_log_stderr(nook_log_level level, const char *msg, void *user_data);
@@ -275,10 +278,15 @@ NOOK_API int nook_route_streaming(nook_server *srv, const char *pattern, nook_ha
 
 /* Serves on the calling thread (plus NOOK_OPT_THREADS - 1 background workers) until
  * nook_server_stop() has finished draining. Returns 0, or an error if the server could not start
- * (NOOK_ESTATE if it already runs; NOOK_EINVAL without listeners). */
+ * (NOOK_ESTATE if it already runs or ran; NOOK_EINVAL without listeners or for NULL; a TLS
+ * listener's setup error; NOOK_ENOMEM; NOOK_ESYS when a worker thread cannot be created, in
+ * which case the workers already started are stopped before it returns). A server runs once:
+ * free it and make a new one to serve again. Call it from one thread, not from a handler. */
 NOOK_API int nook_server_run(nook_server *srv);
 
-/* Starts NOOK_OPT_THREADS background workers and returns at once. */
+/* Starts NOOK_OPT_THREADS background workers and returns at once: 0 when they run, or the
+ * errors of nook_server_run(). Stop with nook_server_stop(), then nook_server_wait() before
+ * nook_server_free(). Not thread-safe with the configuration calls: configure first. */
 NOOK_API int nook_server_start(nook_server *srv);
 
 /* Asks the server to stop: listeners close at once; idle connections close; requests in flight
@@ -294,10 +302,15 @@ NOOK_API int nook_server_wait(nook_server *srv);
 
 /* Host-loop mode: instead of run/start, drive one worker from your own event loop.
  * nook_server_fd() prepares it (first call) and returns a file descriptor that becomes readable
- * when there is work; add it to your poll/epoll set. nook_server_timeout() says how many
- * milliseconds the host may sleep at most (-1: no deadline). nook_server_poll() does whatever is
- * ready without blocking; it returns 0 while serving, 1 once the server has stopped, or an error.
- * All three must be called from the same thread. */
+ * when there is work; add it to your poll/epoll set. Errors: those of nook_server_run(), and
+ * NOOK_ESTATE when the server was started with run/start instead.
+ * nook_server_timeout() says how many milliseconds the host may sleep at most (-1: no deadline;
+ * 0: work is waiting). It may be early, never late: the host calls nook_server_poll() when the
+ * fd is readable or the timeout has passed, whichever comes first.
+ * nook_server_poll() does whatever is ready without blocking; it returns 0 while serving, 1 once
+ * the server has stopped (after nook_server_stop() and its drain), or NOOK_ESYS (epoll failed).
+ * All three must be called from the same thread, which is then the server's loop thread: the
+ * handlers run on it, inside nook_server_poll(). */
 NOOK_API int nook_server_fd(nook_server *srv);
 NOOK_API int nook_server_timeout(nook_server *srv);
 NOOK_API int nook_server_poll(nook_server *srv);

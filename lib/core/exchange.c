@@ -449,6 +449,19 @@ bool core_exchange_head_done(nook_req *r)
     return r->streaming;
 }
 
+bool core_exchange_answer_unrouted(nook_req *r)
+{
+    if (r->route || r->streaming)
+        return false;
+    size_t n;
+    const core_mw *mws = core_worker_middleware(r->w, &n);
+    for (size_t i = 0; i < n; i++)
+        if (prefix_covers(&mws[i], r->path))
+            return false; /* a middleware may answer this path: it needs the request whole */
+    dispatch(r);          /* 404, or 405 with Allow */
+    return true;
+}
+
 void core_exchange_body_end(nook_req *r)
 {
     r->body_complete = true;

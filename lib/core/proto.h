@@ -75,6 +75,11 @@ int core_exchange_add_header(nook_req *req, nook_str name, nook_str value);
  * handler has then run already, and body pieces go to it as they come. */
 bool core_exchange_head_done(nook_req *req);
 
+/* After core_exchange_head_done() returned false: when no route and no middleware can serve the
+ * path, answers it now (404, or 405 with Allow) and returns true, so that a client waiting for
+ * "100 Continue" is not asked for a body nobody will read. */
+bool core_exchange_answer_unrouted(nook_req *req);
+
 /* Request body bytes: buffered (NOOK_ELIMIT past NOOK_OPT_MAX_BODY, NOOK_ENOMEM), or for a
  * streaming route handed to the handler — NOOK_AGAIN then means "delivered; hold the rest until
  * ops->resume_body". */

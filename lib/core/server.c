@@ -196,14 +196,17 @@ int64_t nook_server_get_int(const nook_server *srv, nook_opt opt)
     return srv->limits.opt[opt];
 }
 
-void nook_server_set_logger(nook_server *srv, nook_log_fn fn, nook_log_level max_level,
-                            void *user_data)
+int nook_server_set_logger(nook_server *srv, nook_log_fn fn, nook_log_level max_level,
+                           void *user_data)
 {
     if (!srv)
-        return;
+        return NOOK_EINVAL;
+    if (atomic_load(&srv->state) != SRV_IDLE)
+        return NOOK_ESTATE;
     srv->log_fn = fn;
     srv->log_max = max_level;
     srv->log_ud = user_data;
+    return NOOK_OK;
 }
 
 void nook_log_stderr(nook_log_level level, const char *msg, void *user_data)

@@ -601,12 +601,15 @@ static void start_request(h1_conn *c, size_t head_len)
     set_timer(c, T_BODY, NOOK_OPT_BODY_TIMEOUT);
     /* A streaming route's handler runs now, before the body (and may already answer). */
     bool streaming = core_exchange_head_done(c->ex);
+    bool waits_for_continue = !h1_body_done(&c->body) && c->head.expect_continue &&
+                              c->head.version_minor >= 1;
+    if (!streaming && waits_for_continue && core_exchange_answer_unrouted(c->ex))
+        return; /* 404/405 instead of 100 Continue; the unread body ends the connection */
     if (!streaming && c->head.content_length > (int64_t)opt(c, NOOK_OPT_MAX_BODY)) {
         send_error(c, 413);
         return;
     }
-    if (!h1_body_done(&c->body) && c->head.expect_continue && c->head.version_minor >= 1 &&
-        !c->head_sent)
+    if (waits_for_continue && !c->head_sent)
         io_stream_queue(&c->s, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 }
 

@@ -91,9 +91,9 @@ void h1_parser_init(h1_parser *p);
  * Transfer-Encoding on an HTTP/1.0 request; HTTP/1.1 without Host, several Host fields (any
  * version), or a Host value with bytes outside uri-host[:port] (RFC 9112 §3.2; empty is valid);
  * a malformed HTTP-version ("HTTP/1", "http/1.1", "HTTP/1.1 " with trailing junk).
- * -501: Transfer-Encoding with a coding other than chunked/gzip/deflate/compress (or the x-gzip
- * and x-compress aliases) — checked only after the 400 rules above (so "gzip" alone is 400,
- * "foo, chunked" is 501).
+ * -501: Transfer-Encoding with any coding other than chunked (gzip included: nook decodes
+ * none) — checked only after the 400 rules above (so "gzip" alone, whose final coding is not
+ * chunked, is 400; "gzip, chunked" and "foo, chunked" are 501).
  * -505: "HTTP/<d>.<d>" whose major is not 1.
  */
 int h1_parse_request(h1_parser *p, const char *buf, size_t len, const h1_limits *lim,

@@ -276,6 +276,24 @@ def expect_100_continue(t):
 
 
 @case
+def expect_100_continue_refused_for_unrouted_paths(t):
+    # No route (404) or not this method (405): the answer comes at once, without a 100 Continue
+    # that would make the client send a body nobody reads; the body is unread, so it closes.
+    for path, status in (("/no/such/path", 404), ("/users/1", 405)):
+        with nt.connect(t.port) as s:
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n"
+                      b"Expect: 100-continue\r\n\r\n" % path.encode())
+            rd = nt.Reader(s)
+            r = rd.read_response()
+            eq(r.status, status, "final status for POST %s, with no 100 Continue first" % path)
+            if status == 405:
+                expect(r.header("Allow"), "an Allow header on the 405", r.header_list)
+            expect(rd.at_eof(), "the connection closed (its body was never read)", "still open")
+    r = nt.http(t.port, "GET", "/")
+    eq(r.status, 200, "an honest GET / afterwards")
+
+
+@case
 def http10_curl(t):
     rc, out, err = nt.curl("-s", "-0", t.url("/"))
     eq((rc, out), (0, b"Hello, World!"), "curl -0 rc and body")

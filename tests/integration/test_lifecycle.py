@@ -94,6 +94,48 @@ def four_threads_200_requests_20_connections(opts):
                "some still running")
         expect(not errors, "no client errors", errors[:3])
         eq(done[0], nconn * per_conn, "successful requests")
+        # The workers share the port: new connections spread over more than one of them.
+        served_by = set()
+        for _ in range(40):
+            r = nt.http(srv.port, "GET", "/thread")
+            eq(r.status, 200, "status of GET /thread")
+            served_by.add(r.body)
+        expect(len(served_by) >= 2, "40 new connections served by at least 2 of the 4 workers",
+               "all by thread %s" % sorted(served_by))
+
+
+@case
+def grace_deadline_closes_what_is_still_running(opts):
+    # A response that cannot finish (its client never reads) holds the server only for the
+    # drain period given to nook_server_stop(): then its connection is closed and the server
+    # exits.
+    with nt.TestServer(opts.server, "--drain", "500") as srv:
+        with nt.connect(srv.port, timeout=10) as s:
+            s.sendall(nt.request_bytes("GET", "/stream?n=4096&size=65536"))  # 256 MiB
+            time.sleep(0.5)  # the response is under way and blocked on this reader
+            expect(srv.alive(), "the server to be running before SIGTERM", "it exited")
+            t0 = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            rc = srv.wait(10)
+            dt = time.monotonic() - t0
+            eq(rc, 0, "exit code after SIGTERM (None: still running after 10 s)")
+            expect(0.4 <= dt <= 3.0, "exit about 0.5 s (the drain) after SIGTERM", "%.2f s" % dt)
+            # The connection was closed, not left open: reading drains what was sent, then EOF.
+            got, closed = 0, False
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    b = s.recv(1 << 20)
+                except (ConnectionResetError, socket.timeout):
+                    closed = True
+                    break
+                if not b:
+                    closed = True
+                    break
+                got += len(b)
+            expect(closed, "the unfinished response's connection to be closed",
+                   "still open after %d bytes" % got)
+            expect(got < 256 << 20, "the response to be cut short", "%d bytes" % got)
 
 
 @case

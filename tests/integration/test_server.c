@@ -30,6 +30,7 @@
  *   GET  /trailers             streams "body" then trailers grpc-status: 0, X-Checksum: abc
  *   GET  /noresponse           returns without responding (→ 500)
  *   GET  /peer                 the peer address
+ *   GET  /thread               an id of the worker thread that ran the handler
  *   /any                       any method: body is the method
  *   GET  /async?ms=N&body=B    answered from another thread after N ms (default 10) with B
  *   POST /upload[?pause_ms=N][&reject=1]   streaming body: answers "bytes=N fnv=HEX" at the
@@ -300,6 +301,15 @@ static void on_peer(nook_req *req, void *ud)
 {
     (void)ud;
     text(req, 200, nook_req_peer(req));
+}
+
+/* The id of the worker thread running the handler: tests count the workers serving. */
+static void on_thread(nook_req *req, void *ud)
+{
+    (void)ud;
+    char out[32];
+    int n = snprintf(out, sizeof out, "%lx", (unsigned long)pthread_self());
+    nook_respond(req, 200, "text/plain", out, (size_t)n);
 }
 
 static void on_any(nook_req *req, void *ud)
@@ -666,6 +676,7 @@ int main(int argc, char **argv)
         {"GET /sendfile", on_sendfile},
         {"GET /noresponse", on_noresponse},
         {"GET /peer", on_peer},
+        {"GET /thread", on_thread},
         {"/any", on_any},
         {"GET /async", on_async},
         {"GET /mw/hello", on_mw_hello},

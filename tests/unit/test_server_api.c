@@ -7,7 +7,9 @@
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -192,6 +194,127 @@ static void test_host_loop(void)
     CHECK_INT(frees, allocs); /* everything from the hook went back to it */
 }
 
+/* Log lines a test logger caught: the levels and whether user_data came through. */
+typedef struct caught_log {
+    int lines, above_max, wrong_ud, rejecting;
+} caught_log;
+
+static void catch_log(nook_log_level level, const char *msg, void *user_data)
+{
+    caught_log *cl = user_data;
+    if (!cl || cl->lines < 0) {
+        if (cl)
+            cl->wrong_ud++;
+        return;
+    }
+    cl->lines++;
+    if (level > NOOK_LOG_INFO)
+        cl->above_max++;
+    if (strstr(msg, "rejecting request: 400"))
+        cl->rejecting++;
+}
+
+/* Reads from a non-blocking client until EOF or `ms` of host-loop time: polls with exactly the
+ * timeout the server asks for, so a timeout reported too late would show as a missed close. */
+static int host_loop_until_eof(nook_server *s, int sfd, int c, char *buf, size_t cap,
+                               size_t *got, int ms)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct pollfd pf[2] = {{sfd, POLLIN, 0}, {c, POLLIN, 0}};
+        int t = nook_server_timeout(s);
+        poll(pf, 2, t);
+        CHECK(nook_server_poll(s) == 0);
+        ssize_t n = read(c, buf + *got, cap - 1 - *got);
+        if (n > 0)
+            *got += (size_t)n;
+        else if (n == 0)
+            return 1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long el = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (el > ms)
+            return 0;
+    }
+}
+
+/* Host-loop mode with timers: the idle timeout closes a keep-alive connection while the host
+ * sleeps only as long as nook_server_timeout() says; the logger gets the lines up to its level,
+ * with its user_data, and cannot be changed once the server runs. */
+static void test_host_loop_timers_and_logger(void)
+{
+    caught_log cl = {0};
+    nook_server *s = nook_server_new();
+    CHECK_INT(nook_server_set_logger(s, catch_log, NOOK_LOG_INFO, &cl), NOOK_OK);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_IDLE_TIMEOUT, 300), NOOK_OK);
+    CHECK_INT(nook_server_set_int(s, NOOK_OPT_IDLE_SLEEP, 100), NOOK_OK);
+    CHECK_INT(nook_server_listen(s, "127.0.0.1:0", NULL), NOOK_OK);
+    CHECK_INT(nook_route(s, "GET /", hello, NULL, NULL), NOOK_OK);
+    int sfd = nook_server_fd(s);
+    CHECK(sfd >= 0);
+    caught_log other = {.lines = -1};
+    CHECK_INT(nook_server_set_logger(s, catch_log, NOOK_LOG_DEBUG, &other), NOOK_ESTATE);
+    CHECK_INT(nook_server_timeout(s), -1); /* nothing to wait for yet */
+
+    /* A keep-alive request, then silence: the idle timeout must close it about 300 ms later. */
+    int c = connect_to(nook_server_port(s, 0));
+    CHECK(c >= 0);
+    fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
+    const char *req = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    CHECK_INT(write(c, req, strlen(req)), (long long)strlen(req));
+    char buf[2048];
+    size_t got = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_INT(host_loop_until_eof(s, sfd, c, buf, sizeof buf, &got, 3000), 1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long el = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    buf[got] = '\0';
+    CHECK(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    CHECK(el >= 250 && el < 1500);
+    close(c);
+
+    /* A malformed request: one INFO line ("rejecting request: 400"), delivered with user_data. */
+    c = connect_to(nook_server_port(s, 0));
+    CHECK(c >= 0);
+    fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
+    const char *bad = "GET / HTTP/1.1\r\nHost : t\r\n\r\n";
+    CHECK_INT(write(c, bad, strlen(bad)), (long long)strlen(bad));
+    got = 0;
+    CHECK_INT(host_loop_until_eof(s, sfd, c, buf, sizeof buf, &got, 3000), 1);
+    buf[got] = '\0';
+    CHECK(strncmp(buf, "HTTP/1.1 400", 12) == 0);
+    close(c);
+    CHECK_INT(cl.rejecting, 1);
+    CHECK_INT(cl.above_max, 0);
+    CHECK_INT(other.wrong_ud, 0);
+
+    nook_server_stop(s, 0);
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+        struct pollfd pf = {sfd, POLLIN, 0};
+        poll(&pf, 1, 10);
+        rc = nook_server_poll(s);
+    }
+    CHECK_INT(rc, 1);
+    nook_server_free(s);
+
+    /* Below the level of the line: nothing delivered. */
+    caught_log quiet = {0};
+    s = nook_server_new();
+    CHECK_INT(nook_server_set_logger(s, catch_log, NOOK_LOG_WARN, &quiet), NOOK_OK);
+    CHECK_INT(nook_server_listen(s, "127.0.0.1:0", NULL), NOOK_OK);
+    sfd = nook_server_fd(s);
+    c = connect_to(nook_server_port(s, 0));
+    fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
+    CHECK_INT(write(c, bad, strlen(bad)), (long long)strlen(bad));
+    got = 0;
+    CHECK_INT(host_loop_until_eof(s, sfd, c, buf, sizeof buf, &got, 3000), 1);
+    close(c);
+    CHECK_INT(quiet.rejecting, 0);
+    nook_server_free(s);
+}
+
 /* Built-in middleware keeps its configuration in memory from the server's allocator. */
 static void test_middleware_uses_the_allocator(void)
 {
@@ -219,6 +342,7 @@ int main(void)
     test_options();
     test_listen_and_routes();
     test_host_loop();
+    test_host_loop_timers_and_logger();
     test_middleware_uses_the_allocator();
     return check_main("server_api");
 }
