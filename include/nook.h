@@ -687,9 +687,10 @@ enum {
 };
 
 /* An empty configuration with the defaults: round-robin, certificate verification on (against
- * the system CA bundle), connect timeout 5000 ms, response timeout 60000 ms, idle upstream
- * connections closed after 60000 ms, an upstream that fails is skipped for 5000 ms, at most 32
- * connections per upstream per worker, prefix kept, both forwarded-field kinds added.
+ * the system CA bundle), connect timeout 5000 ms, response timeout 60000 ms, idle timeout
+ * 60000 ms, idle HTTP/1.1 upstream connections kept 4000 ms, an upstream that fails is skipped
+ * for 5000 ms, at most 32 connections and 1024 waiting requests per upstream per worker, prefix
+ * kept, both forwarded-field kinds added.
  * NULL when out of memory. Release with nook_proxy_free() unless nook_use_proxy() took it. */
 NOOK_API nook_proxy *nook_proxy_new(void);
 
@@ -698,6 +699,8 @@ NOOK_API nook_proxy *nook_proxy_new(void);
  *     "h2c://host:port"   HTTP/2 over cleartext, prior knowledge
  *     "http://host:port"  HTTP/1.1 over cleartext
  *     "https://host:port" HTTP/1.1 over TLS (ALPN http/1.1; the certificate must name host)
+ * For TLS with host an IP address, no SNI is sent (RFC 6066 §3) and the certificate must list
+ * that address in its subjectAltName (iPAddress).
  * A request an HTTP/2 upstream resets with HTTP_1_1_REQUIRED goes again to the same server over
  * HTTP/1.1 (TLS for h2://), provided none of its body had been sent yet (else 502).
  * host is an IPv4 address, "[IPv6]", or a name resolved now, once, with getaddrinfo(3) (the
@@ -717,21 +720,36 @@ NOOK_API int nook_proxy_set_tls(nook_proxy *p, const char *ca_file, int verify);
 /* Errors for the setters below: NOOK_EINVAL (out of range), NOOK_ESTATE (in use). */
 NOOK_API int nook_proxy_set_balance(nook_proxy *p, nook_proxy_balance balance);
 
-/* connect_ms: TCP connect plus TLS handshake plus the upstream's first SETTINGS; past it the
- * requests waiting for that connection get 504 and the upstream is marked down (a refused or
- * failed connection: they go to another upstream that is up, else 502). response_ms: from when
- * a request reaches the proxy, or from the latest piece of its body, until the upstream's
- * response head (→ 504). idle_ms: an upstream connection with no request is closed after it,
- * and a response whose upstream sends nothing for that long (while the client keeps up) is
- * broken off as if the upstream had reset it. Milliseconds, >= 1. */
+/* connect_ms: TCP connect plus TLS handshake plus the upstream's first SETTINGS, >= 1; past it
+ * the upstream is marked down and the requests waiting for that connection go to another
+ * upstream that is up, else get 504 (a refused or failed connection: the same, else 502).
+ * response_ms, >= 1: from when a request reaches the proxy, or from the latest piece of its
+ * body, until the upstream's response head (→ 504). idle_ms, >= 0: an HTTP/2 upstream
+ * connection with no request is closed after it, and a response during which nothing moves
+ * for that long, neither response bytes from the upstream (while the client keeps up) nor
+ * request body bytes from the client, is broken off as if the upstream had reset it; 0: never
+ * (for long-lived streams). Milliseconds; -1 leaves a value as it is. */
 NOOK_API int nook_proxy_set_timeouts(nook_proxy *p, int connect_ms, int response_ms, int idle_ms);
+
+/* keepalive_ms: how long an idle HTTP/1.1 upstream connection is kept for the next request,
+ * >= 0 (0: a new connection per request; -1: unchanged). Keep it below the upstreams' own
+ * keep-alive timeout (often 5 s), so that the proxy, not the upstream, closes idle connections.
+ * A request that meets a connection the upstream closed anyway goes again on a new connection
+ * when that is safe (nothing of it was sent, or its method is idempotent and none of its body
+ * was sent); otherwise it gets 502. Errors: NOOK_EINVAL, NOOK_ESTATE. */
+NOOK_API int nook_proxy_set_keepalive(nook_proxy *p, int keepalive_ms);
 
 /* max_conns: upstream connections per upstream per worker thread, 1..1024 (HTTP/2 connections
  * carry as many requests at once as the upstream's SETTINGS_MAX_CONCURRENT_STREAMS allow, never
  * more; HTTP/1.1 ones one at a time; requests beyond wait, within their response timeout).
  * down_ms: how long an upstream that failed (connection refused, reset, timed out) is skipped,
- * >= 0. */
+ * >= 0. -1 leaves a value as it is. */
 NOOK_API int nook_proxy_set_limits(nook_proxy *p, int max_conns, int down_ms);
+
+/* max_waiting: requests that may wait for a connection or a stream of one upstream, per worker
+ * thread, 1..1048576 (-1: unchanged); a request that would wait past it gets 503 at once.
+ * Errors: NOOK_EINVAL, NOOK_ESTATE. */
+NOOK_API int nook_proxy_set_max_waiting(nook_proxy *p, int max_waiting);
 
 /* strip 1: the registration prefix is removed from the path sent upstream ("/api/x" under
  * "/api" goes up as "/x"); 0 (default): the path goes up as received. */
@@ -748,9 +766,11 @@ NOOK_API int nook_proxy_set_forwarded(nook_proxy *p, unsigned flags);
  * other than "trailers", Upgrade, Proxy-*) are removed both ways; Host becomes :authority for
  * HTTP/2 upstreams; forwarding fields are added (nook_proxy_set_forwarded); the upstream's
  * Alt-Svc is dropped.
- * Failures: no upstream up or a connection failure → 502; response timeout → 504; an upstream
- * that breaks off a response already started → the client's stream is reset (HTTP/2) or its
- * connection closed (HTTP/1.1); a client that goes away → the upstream stream is reset.
+ * Failures: no upstream up or a connection failure → 502; response timeout, or no upstream
+ * that connects in time → 504; too many requests waiting (nook_proxy_set_max_waiting) → 503;
+ * an upstream that breaks off a response already started → the client's stream is reset
+ * (HTTP/2) or its connection closed (HTTP/1.1); a client that goes away → the upstream stream
+ * is reset.
  * Connections to upstreams are kept per worker thread and reused.
  * On success the server owns p (freed by nook_server_free); on failure the caller keeps it.
  * Call before the server runs. Errors: NOOK_EINVAL (NULL srv or p, no upstream, bad prefix, the

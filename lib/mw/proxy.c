@@ -23,6 +23,10 @@
 
 #define BODY_HIGH 65536 /* request body held for the upstream before the client is paused */
 #define RETRIES_MAX 2   /* a request refused before reaching an upstream is tried this often */
+/* Bytes of the client's X-Forwarded-For or Forwarded passed on, this hop excluded: past it the
+ * oldest entries are dropped (the newest, nearest hops are the ones worth trusting). Upstreams
+ * refuse longer fields anyway (nginx and Apache stop at about 8 KiB per field). */
+#define FORWARDED_LIST_MAX 8192
 
 /* ---------------------------------------------------------------------------------------------
  * Configuration
@@ -35,11 +39,13 @@ nook_proxy *nook_proxy_new(void)
         return NULL;
     p->verify = true;
     p->balance = NOOK_PROXY_ROUND_ROBIN;
-    p->connect_ms = 5000;
-    p->response_ms = 60000;
-    p->idle_ms = 60000;
-    p->down_ms = 5000;
-    p->max_conns = 32;
+    p->connect_ms = PROXY_DEFAULT_CONNECT_MS;
+    p->response_ms = PROXY_DEFAULT_RESPONSE_MS;
+    p->idle_ms = PROXY_DEFAULT_IDLE_MS;
+    p->keepalive_ms = PROXY_DEFAULT_KEEPALIVE_MS;
+    p->down_ms = PROXY_DEFAULT_DOWN_MS;
+    p->max_conns = PROXY_DEFAULT_MAX_CONNS;
+    p->max_waiting = PROXY_DEFAULT_MAX_WAITING;
     p->forwarded = NOOK_PROXY_FORWARDED | NOOK_PROXY_X_FORWARDED;
     return p;
 }
@@ -172,28 +178,60 @@ int nook_proxy_set_balance(nook_proxy *p, nook_proxy_balance balance)
     return rc;
 }
 
+/* The setters below take -1 for "leave this one as it is". */
+static bool in_range(int v, int lo, int hi)
+{
+    return v == -1 || (v >= lo && v <= hi);
+}
+
 int nook_proxy_set_timeouts(nook_proxy *p, int connect_ms, int response_ms, int idle_ms)
 {
     int rc = check_idle(p);
-    if (rc == NOOK_OK && (connect_ms < 1 || response_ms < 1 || idle_ms < 1))
+    if (rc == NOOK_OK && (!in_range(connect_ms, 1, INT32_MAX) ||
+                          !in_range(response_ms, 1, INT32_MAX) || !in_range(idle_ms, 0, INT32_MAX)))
         rc = NOOK_EINVAL;
-    if (rc == NOOK_OK) {
+    if (rc != NOOK_OK)
+        return rc;
+    if (connect_ms != -1)
         p->connect_ms = connect_ms;
+    if (response_ms != -1)
         p->response_ms = response_ms;
+    if (idle_ms != -1)
         p->idle_ms = idle_ms;
-    }
+    return NOOK_OK;
+}
+
+int nook_proxy_set_keepalive(nook_proxy *p, int keepalive_ms)
+{
+    int rc = check_idle(p);
+    if (rc == NOOK_OK && !in_range(keepalive_ms, 0, INT32_MAX))
+        rc = NOOK_EINVAL;
+    if (rc == NOOK_OK && keepalive_ms != -1)
+        p->keepalive_ms = keepalive_ms;
     return rc;
 }
 
 int nook_proxy_set_limits(nook_proxy *p, int max_conns, int down_ms)
 {
     int rc = check_idle(p);
-    if (rc == NOOK_OK && (max_conns < 1 || max_conns > 1024 || down_ms < 0))
+    if (rc == NOOK_OK && (!in_range(max_conns, 1, 1024) || !in_range(down_ms, 0, INT32_MAX)))
         rc = NOOK_EINVAL;
-    if (rc == NOOK_OK) {
+    if (rc != NOOK_OK)
+        return rc;
+    if (max_conns != -1)
         p->max_conns = (size_t)max_conns;
+    if (down_ms != -1)
         p->down_ms = down_ms;
-    }
+    return NOOK_OK;
+}
+
+int nook_proxy_set_max_waiting(nook_proxy *p, int max_waiting)
+{
+    int rc = check_idle(p);
+    if (rc == NOOK_OK && !in_range(max_waiting, 1, 1 << 20))
+        rc = NOOK_EINVAL;
+    if (rc == NOOK_OK && max_waiting != -1)
+        p->max_waiting = (size_t)max_waiting;
     return rc;
 }
 
@@ -232,6 +270,7 @@ void px_log(const px_pool *pool, nook_log_level level, const char *fmt, ...)
 static void pool_free(void *v)
 {
     px_pool *pool = v;
+    pool->closing = true;
     for (size_t i = 0; i < pool->cfg->nups; i++) {
         px_proto_of(&pool->ups[i])->close_all(&pool->ups[i]);
         px_proto_of(&pool->fallback_ups[i])->close_all(&pool->fallback_ups[i]);
@@ -408,37 +447,64 @@ static void respond_error(px_req *px, int status, const char *text)
     nook_respond(px->req, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-/* Assigns px to an upstream that is up, or answers 502. */
+/* Queues px on up and lets the upstream take it. A request that has to wait when max_waiting
+ * already do is answered 503: past that, waiting would only pile up requests bound to time
+ * out. (The client side ends a request in a later event, so px outlives px_dispatch.) */
+static void send_to(px_up *up, px_req *px)
+{
+    enqueue(up, px);
+    px_dispatch(up);
+    if (px->queued && px->up == up && up->nwaiting > up->pool->cfg->max_waiting) {
+        dequeue(px);
+        respond_error(px, 503, "Service Unavailable: too many requests waiting for the upstream\n");
+        px_release_upstream(px);
+    }
+}
+
+/* Assigns px to an upstream that is up, or answers 502 (504 when the last one it waited for
+ * did not connect in time). */
 static void route_request(px_req *px)
 {
     px_up *up = pick(px->pool);
     if (!up) {
-        respond_error(px, 502, "Bad Gateway: no upstream available\n");
+        if (px->conn_timeout)
+            respond_error(px, 504, "Gateway Timeout: no upstream could be reached in time\n");
+        else
+            respond_error(px, 502, "Bad Gateway: no upstream available\n");
         px_release_upstream(px);
         return;
     }
-    enqueue(up, px);
-    px_dispatch(up);
+    send_to(up, px);
+}
+
+bool px_idempotent(const px_req *px)
+{
+    static const char *const methods[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    if (!px->req)
+        return false;
+    nook_str m = nook_req_method(px->req);
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (m.len == strlen(methods[i]) && memcmp(m.ptr, methods[i], m.len) == 0)
+            return true;
+    return false;
 }
 
 void px_fail(px_req *px, bool retryable)
 {
     px->conn = NULL;
     if (px->req && retryable && !px->got_head && !px->body_started && !px->timed_out &&
-        px->retries < RETRIES_MAX) {
+        px->retries < RETRIES_MAX && !px->pool->closing) {
         px->retries++;
         px_up *fallback = px->fell_back ? px->up : NULL; /* stays on HTTP/1.1 */
         unassign(px);
-        if (fallback) {
-            enqueue(fallback, px);
-            px_dispatch(fallback);
-        } else {
+        if (fallback)
+            send_to(fallback, px);
+        else
             route_request(px);
-        }
         return;
     }
     if (px->req && !px->got_head) {
-        if (px->timed_out)
+        if (px->timed_out || px->conn_timeout)
             respond_error(px, 504, "Gateway Timeout\n");
         else
             respond_error(px, 502, "Bad Gateway\n");
@@ -460,8 +526,7 @@ void px_fall_back_to_h1(px_req *px)
            px->up->conf->authority);
     px->fell_back = true;
     unassign(px);
-    enqueue(fb, px);
-    px_dispatch(fb);
+    send_to(fb, px);
 }
 
 static void fail_waiting(px_up *up)
@@ -477,17 +542,19 @@ void px_dispatch(px_up *up)
 {
     const px_proto *pr = px_proto_of(up);
     size_t per_conn = px_kind_h1(up->conf->kind) ? 1 : 100; /* a guess until SETTINGS arrive */
-    while (up->wait_head) {
-        px_conn *c = pr->ready_conn(up);
+    while (up->wait_head && !up->pool->closing) {
+        px_req *px = up->wait_head;
+        bool room = up->nconns < up->pool->cfg->max_conns;
+        px_conn *c = pr->ready_conn(up, px->fresh_conn);
+        if (!c && px->fresh_conn && !room)
+            c = pr->ready_conn(up, false); /* no room for a new one: a reused one after all */
         if (!c) {
-            if (up->nconns < up->pool->cfg->max_conns &&
-                up->nconnecting * per_conn < up->nwaiting && !pr->open(up)) {
+            if (room && up->nconnecting * per_conn < up->nwaiting && !pr->open(up)) {
                 px_mark_down(up);
                 fail_waiting(up);
             }
             return;
         }
-        px_req *px = up->wait_head;
         dequeue(px);
         if (pr->submit(c, px) != NOOK_OK)
             px_fail(px, false);
@@ -497,30 +564,28 @@ void px_dispatch(px_up *up)
 void px_up_failed(px_up *up, bool timeout)
 {
     px_mark_down(up);
-    if (!timeout) {
-        fail_waiting(up);
-        return;
-    }
-    while (up->wait_head) {
-        px_req *px = up->wait_head;
-        dequeue(px);
-        px->timed_out = true;
-        px_fail(px, false);
-    }
+    /* Nothing reached the upstream: another one may serve them (504 if none is up and this
+     * one timed out). */
+    for (px_req *px = up->wait_head; px; px = px->wait_next)
+        px->conn_timeout |= timeout;
+    fail_waiting(up);
 }
 
-/* After the response head, the timer watches for an upstream that goes silent: idle_ms without
- * a body byte while the client keeps up breaks the response off. */
+/* After the response head, the timer watches for an exchange that went quiet: idle_ms without
+ * a response body byte or a request body byte, while the client keeps up, breaks the response
+ * off. idle_ms 0: never. */
 static void arm_idle(px_req *px)
 {
-    io_timer_set(px->pool->loop, &px->timer, (uint64_t)px->pool->cfg->idle_ms);
+    if (px->pool->cfg->idle_ms > 0)
+        io_timer_set(px->pool->loop, &px->timer, (uint64_t)px->pool->cfg->idle_ms);
 }
 
 static void on_timeout(io_timer *t)
 {
     px_req *px = (px_req *)((char *)t - offsetof(px_req, timer));
     if (px->got_head)
-        px_log(px->pool, NOOK_LOG_WARN, "upstream %s sent nothing for %lld ms: response broken off",
+        px_log(px->pool, NOOK_LOG_WARN,
+               "upstream %s: nothing either way for %lld ms: response broken off",
                px->up ? px->up->conf->authority : "?", (long long)px->pool->cfg->idle_ms);
     px->timed_out = true;
     if (px->queued) {
@@ -531,11 +596,20 @@ static void on_timeout(io_timer *t)
     }
 }
 
+static void request_conn_tokens(const nook_req *req, px_conn_tokens *t);
+
 static void on_start(io_defer *d)
 {
     px_req *px = (px_req *)((char *)d - offsetof(px_req, start));
     if (!px->req) {
         px_free(px);
+        return;
+    }
+    px_conn_tokens t;
+    request_conn_tokens(px->req, &t);
+    if (t.overflow) {
+        respond_error(px, 400, "Bad Request: too many Connection options\n");
+        px_release_upstream(px);
         return;
     }
     io_timer_set(px->pool->loop, &px->timer, (uint64_t)px->pool->cfg->response_ms);
@@ -591,6 +665,10 @@ static int on_client_body(nook_req *req, const void *data, size_t len, int end, 
      * upstream that fails to answer. */
     if (!px->got_head && io_timer_armed(&px->timer))
         io_timer_set(px->pool->loop, &px->timer, (uint64_t)px->pool->cfg->response_ms);
+    /* After the head the same goes for silence: a long-lived stream whose response side is
+     * quiet while its upload moves (a bidirectional stream) is alive. */
+    if (px->got_head && !px->ended && !px->write_blocked)
+        arm_idle(px);
     if (px->conn)
         px_proto_of(px->up)->body_more(px);
     if (!end && io_buf_size(&px->body) >= BODY_HIGH) {
@@ -683,11 +761,6 @@ int nook_use_proxy(nook_server *srv, const char *prefix, nook_proxy *p)
  * Response to the client
  * ------------------------------------------------------------------------------------------- */
 
-static bool name_is(const char *name, size_t nlen, const char *want)
-{
-    return nlen == strlen(want) && io_caseeq(name, want, nlen);
-}
-
 /* Fields that describe one connection, never passed on (RFC 9110 §7.6.1), plus the proxy's
  * own business. */
 static bool hop_by_hop(const char *name, size_t nlen)
@@ -696,7 +769,7 @@ static bool hop_by_hop(const char *name, size_t nlen)
         "connection", "keep-alive",         "proxy-connection",    "transfer-encoding", "upgrade",
         "te",         "proxy-authenticate", "proxy-authorization", "http2-settings"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (name_is(name, nlen, names[i]))
+        if (px_name_is(name, nlen, names[i]))
             return true;
     return false;
 }
@@ -725,10 +798,10 @@ void px_response_status(px_req *px, int status)
 void px_response_header(px_req *px, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     if (!px->req || px->got_head || nlen == 0 || name[0] == ':' || hop_by_hop(name, nlen) ||
-        name_is(name, nlen, "alt-svc"))
+        px_name_is(name, nlen, "alt-svc"))
         return;
     /* A length for a body that is not sent would make the client response wait for it. */
-    if (name_is(name, nlen, "content-length") &&
+    if (px_name_is(name, nlen, "content-length") &&
         (is_head(px) || px->status == 204 || px->status == 304))
         return;
     char *n = req_strndup(px->req, name, nlen), *v = req_strndup(px->req, value, vlen);
@@ -793,44 +866,66 @@ void px_response_end(px_req *px)
  * Request fields for the upstream
  * ------------------------------------------------------------------------------------------- */
 
-/* Whether the Connection field(s) list `name` (those fields are hop-by-hop too). */
-static bool named_by_connection(const nook_req *req, nook_str name)
+void px_conn_tokens_add(px_conn_tokens *t, const char *value, size_t vlen)
 {
+    const char *p = value, *end = value + vlen;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *tok = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        if (p == tok)
+            continue;
+        if (t->n == PX_CONN_TOKENS_MAX) {
+            t->overflow = true;
+            return;
+        }
+        t->tok[t->n].p = tok;
+        t->tok[t->n++].n = (size_t)(p - tok);
+    }
+}
+
+bool px_conn_tokens_has(const px_conn_tokens *t, const char *name, size_t nlen)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->tok[i].n == nlen && io_caseeq(t->tok[i].p, name, nlen))
+            return true;
+    return false;
+}
+
+static void request_conn_tokens(const nook_req *req, px_conn_tokens *t)
+{
+    t->n = 0;
+    t->overflow = false;
     size_t n = nook_req_header_count(req);
     for (size_t i = 0; i < n; i++) {
         nook_str hn, hv;
         nook_req_header_at(req, i, &hn, &hv);
-        if (!name_is(hn.ptr, hn.len, "connection"))
-            continue;
-        const char *p = hv.ptr, *end = hv.ptr + hv.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *tok = p;
-            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            if ((size_t)(p - tok) == name.len && io_caseeq(tok, name.ptr, name.len))
-                return true;
-        }
+        if (px_name_is(hn.ptr, hn.len, "connection"))
+            px_conn_tokens_add(t, hv.ptr, hv.len);
     }
-    return false;
 }
 
-static bool drop_request_field(const px_req *px, nook_str name, nook_str value)
+/* Fields not sent as they came: hop-by-hop ones, those the proxy sets or extends itself. */
+static bool drop_request_field(const px_req *px, const px_conn_tokens *t, nook_str name,
+                               nook_str value)
 {
     const nook_proxy *cfg = px->pool->cfg;
-    if (name_is(name.ptr, name.len, "te"))
+    if (px_name_is(name.ptr, name.len, "te"))
         return !(value.len == 8 && io_caseeq(value.ptr, "trailers", 8));
     /* Expect: 100-continue was answered by our own side of the client connection. */
-    if (hop_by_hop(name.ptr, name.len) || name_is(name.ptr, name.len, "host") ||
-        name_is(name.ptr, name.len, "expect") || named_by_connection(px->req, name))
+    if (hop_by_hop(name.ptr, name.len) || px_name_is(name.ptr, name.len, "host") ||
+        px_name_is(name.ptr, name.len, "expect") || px_conn_tokens_has(t, name.ptr, name.len))
         return true;
-    /* Fields the proxy sets itself are replaced, never trusted from the client. */
+    /* Fields the proxy sets itself are replaced, never trusted from the client; the lists it
+     * extends are sent once, joined, with this hop appended (add_forwarding). */
     if ((cfg->forwarded & NOOK_PROXY_X_FORWARDED) &&
-        (name_is(name.ptr, name.len, "x-forwarded-host") ||
-         name_is(name.ptr, name.len, "x-forwarded-proto")))
+        (px_name_is(name.ptr, name.len, "x-forwarded-host") ||
+         px_name_is(name.ptr, name.len, "x-forwarded-proto") ||
+         px_name_is(name.ptr, name.len, "x-forwarded-for")))
         return true;
-    return (cfg->forwarded & NOOK_PROXY_FORWARDED) && name_is(name.ptr, name.len, "forwarded");
+    return (cfg->forwarded & NOOK_PROXY_FORWARDED) && px_name_is(name.ptr, name.len, "forwarded");
 }
 
 typedef struct field_builder {
@@ -867,7 +962,7 @@ static nook_str client_ip(const px_req *px, char *buf, size_t cap, bool forwarde
 {
     nook_str host = mw_peer_host(nook_req_peer(px->req));
     int n;
-    if (name_is(host.ptr, host.len, "unix"))
+    if (px_name_is(host.ptr, host.len, "unix"))
         n = snprintf(buf, cap, forwarded_form ? "unknown" : "unix");
     else if (forwarded_form && memchr(host.ptr, ':', host.len))
         n = snprintf(buf, cap, "\"[%.*s]\"", (int)host.len, host.ptr);
@@ -876,16 +971,46 @@ static nook_str client_ip(const px_req *px, char *buf, size_t cap, bool forwarde
     return (nook_str){buf, n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1};
 }
 
-/* Appends this hop to a list field the client may have sent: "old, new" or "new". */
+/* Appends this hop to a list field the client may have sent, every instance of it joined in
+ * order: "old1, old2, new" or "new". The client's part is kept to its newest
+ * FORWARDED_LIST_MAX bytes, cut at an entry boundary. The joined value goes straight into
+ * the builder's text (px_request_fields sized it from the client's fields). */
 static void add_list_field(field_builder *b, const px_req *px, const char *name, nook_str item)
 {
-    nook_str old = nook_req_header(px->req, name);
-    char buf[1024];
-    int n = old.ptr ? snprintf(buf, sizeof buf, "%.*s, %.*s", (int)old.len, old.ptr, (int)item.len,
-                               item.ptr)
-                    : snprintf(buf, sizeof buf, "%.*s", (int)item.len, item.ptr);
-    if (n > 0 && (size_t)n < sizeof buf)
-        add_field(b, name, strlen(name), buf, (size_t)n);
+    size_t nlen = strlen(name);
+    const char *n = put_text(b, name, nlen, true);
+    char *v = b->text, *end = b->text_end;
+    size_t len = 0, count = nook_req_header_count(px->req);
+    for (size_t i = 0; i < count; i++) {
+        nook_str hn, hv;
+        nook_req_header_at(px->req, i, &hn, &hv);
+        if (!px_name_is(hn.ptr, hn.len, name) || hv.len == 0)
+            continue;
+        size_t sep = len ? 2 : 0;
+        if (!n || (size_t)(end - v) < len + sep + hv.len + 1)
+            return;
+        memcpy(v + len, ", ", sep);
+        memcpy(v + len + sep, hv.ptr, hv.len);
+        len += sep + hv.len;
+    }
+    size_t cut = 0;
+    while (len - cut > FORWARDED_LIST_MAX) {
+        const char *comma = memchr(v + cut, ',', len - cut);
+        cut = comma ? (size_t)(comma - v) + 1 : len;
+        while (cut < len && (v[cut] == ' ' || v[cut] == '\t'))
+            cut++;
+    }
+    memmove(v, v + cut, len - cut);
+    len -= cut;
+    size_t sep = len ? 2 : 0;
+    if (!n || (size_t)(end - v) < len + sep + item.len + 1 || b->n == b->cap)
+        return;
+    memcpy(v + len, ", ", sep);
+    memcpy(v + len + sep, item.ptr, item.len);
+    len += sep + item.len;
+    v[len] = '\0';
+    b->text = v + len + 1;
+    b->v[b->n++] = (px_field){n, v, nlen, len};
 }
 
 /* A Host value that can stand in a quoted-string as it is (RFC 7239 §4). */
@@ -966,13 +1091,12 @@ px_field *px_request_fields(px_req *px, size_t *count)
     b.v[b.n++] = (px_field){":authority", host.ptr ? host.ptr : authority, 10,
                             host.ptr ? host.len : strlen(authority)};
     b.v[b.n++] = (px_field){":path", target, 5, tlen};
+    px_conn_tokens t;
+    request_conn_tokens(req, &t);
     for (size_t i = 0; i < nh; i++) {
         nook_str n, v;
         nook_req_header_at(req, i, &n, &v);
-        if (!drop_request_field(px, n, v) &&
-            !(cfg->forwarded & NOOK_PROXY_X_FORWARDED &&
-              name_is(n.ptr, n.len, "x-forwarded-for")) &&
-            !(cfg->forwarded & NOOK_PROXY_FORWARDED && name_is(n.ptr, n.len, "forwarded")))
+        if (!drop_request_field(px, &t, n, v))
             add_field(&b, n.ptr, n.len, v.ptr, v.len);
     }
     add_forwarding(&b, px, host);

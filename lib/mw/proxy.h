@@ -16,8 +16,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/proto.h"
+#include "io/ascii.h"
 #include "io/buf.h"
 #include "io/loop.h"
 #include "io/sock.h"
@@ -27,6 +29,15 @@
 
 #define PROXY_UPSTREAMS_MAX 64
 #define PROXY_HOST_MAX 256
+
+/* The defaults of a new configuration (nook_proxy_new; documented in nook.h). */
+#define PROXY_DEFAULT_CONNECT_MS 5000
+#define PROXY_DEFAULT_RESPONSE_MS 60000
+#define PROXY_DEFAULT_IDLE_MS 60000
+#define PROXY_DEFAULT_KEEPALIVE_MS 4000 /* below common upstream keep-alive timeouts (5 s) */
+#define PROXY_DEFAULT_DOWN_MS 5000
+#define PROXY_DEFAULT_MAX_CONNS 32
+#define PROXY_DEFAULT_MAX_WAITING 1024
 
 /* h2://, h2c://, http://, https:// (HTTP/1.1 over TLS). */
 typedef enum px_kind { PX_H2, PX_H2C, PX_H1, PX_H1S } px_kind;
@@ -59,8 +70,11 @@ struct nook_proxy {
     tls_client *tls_h1; /* ALPN http/1.1, for https:// and the fallback of h2:// */
     char err[256];      /* nook_proxy_last_error */
     nook_proxy_balance balance;
-    int64_t connect_ms, response_ms, idle_ms, down_ms;
-    size_t max_conns; /* per upstream per worker */
+    int64_t connect_ms, response_ms, down_ms;
+    int64_t idle_ms;      /* 0: no silence limit, idle HTTP/2 connections kept */
+    int64_t keepalive_ms; /* idle HTTP/1.1 connections; 0: not reused */
+    size_t max_conns;     /* per upstream per worker */
+    size_t max_waiting;   /* requests in one upstream's wait queue, per worker */
     bool strip_prefix;
     unsigned forwarded;
     char *prefix; /* the nook_use_proxy prefix, without a trailing '/' */
@@ -92,6 +106,7 @@ struct px_pool {
     io_loop *loop;
     const io_alloc *alloc;
     size_t rr_next;
+    bool closing; /* the worker is going away: nothing is retried or dispatched */
     px_up ups[PROXY_UPSTREAMS_MAX];
     px_up fallback_ups[PROXY_UPSTREAMS_MAX];
 };
@@ -113,6 +128,11 @@ struct px_req {
     bool body_paused;   /* the client is held back (nook_req_resume_body when drained) */
     bool data_deferred; /* nghttp2 waits for body bytes (resume_data) */
     bool body_started;  /* bytes of the body went upstream: not safe to retry */
+    bool sent;          /* bytes of the request may have reached the upstream (HTTP/1.1: some
+                           were written to the socket; HTTP/2: its HEADERS left nghttp2) */
+    uint64_t sent_mark; /* HTTP/2: the connection's output offset at the end of its HEADERS */
+    bool fresh_conn;    /* a reused connection failed under it: only a new one will do */
+    bool conn_timeout;  /* the connection it waited for was not ready in connect_ms */
     bool queued;        /* in a wait queue */
     bool got_head;      /* the final response head arrived and the client response started */
     bool info_block;    /* the header block being received is a 1xx */
@@ -125,6 +145,29 @@ struct px_req {
 };
 
 /* ---- proxy.c ---- */
+
+static inline bool px_name_is(const char *name, size_t nlen, const char *want)
+{
+    return nlen == strlen(want) && io_caseeq(name, want, nlen);
+}
+
+/* The options of Connection fields (RFC 9110 §7.6.1: the fields they name are hop-by-hop),
+ * collected once per message so that checking each field is cheap. */
+#define PX_CONN_TOKENS_MAX 64
+typedef struct px_conn_tokens {
+    struct {
+        const char *p;
+        size_t n;
+    } tok[PX_CONN_TOKENS_MAX];
+    size_t n;
+    bool overflow; /* more options than fit: the message is refused */
+} px_conn_tokens;
+
+/* Adds the comma-separated options of one Connection field value (not copied: the value must
+ * outlive t). */
+void px_conn_tokens_add(px_conn_tokens *t, const char *value, size_t vlen);
+/* Whether name is one of the options, case-insensitively. */
+bool px_conn_tokens_has(const px_conn_tokens *t, const char *name, size_t nlen);
 
 /* Called by the protocols. */
 void px_release_upstream(px_req *px);
@@ -148,6 +191,9 @@ void px_fail(px_req *px, bool retryable);
 void px_fall_back_to_h1(px_req *px);
 /* The request body left for the upstream is at most `room`: a paused client goes on. */
 void px_body_drained(px_req *px);
+/* Whether px's method is idempotent (RFC 9110 §9.2.2): a request that may have reached an
+ * upstream over a connection that then failed may be sent again only then. */
+bool px_idempotent(const px_req *px);
 /* Marks an upstream down for the configured back-off. */
 void px_mark_down(px_up *up);
 
@@ -158,7 +204,8 @@ int px_dial(px_up *up);
 /* After EPOLLOUT on a dialled socket: true (and why, "connect: ...") if the connect failed. */
 bool px_connect_failed(int fd, char *why, size_t size);
 /* A connection to up failed before it served anything: mark it down; requests waiting for it
- * go to another upstream (or get 502), or get 504 when it was a connect timeout. */
+ * go to another upstream that is up; with none, they get 502, or 504 when it was a connect
+ * timeout. */
 void px_up_failed(px_up *up, bool timeout);
 /* Hands queued requests on this upstream to connections with room, opening more as needed. */
 void px_dispatch(px_up *up);
@@ -176,8 +223,9 @@ px_field *px_request_fields(px_req *px, size_t *count);
 typedef struct px_proto {
     /* Opens a connection to up (counted in nconns/nconnecting); NULL when it failed at once. */
     px_conn *(*open)(px_up *up);
-    /* A connection that may take one more request now, or NULL. */
-    px_conn *(*ready_conn)(px_up *up);
+    /* A connection that may take one more request now, or NULL. fresh: only one that has not
+     * carried a request before (HTTP/1.1; HTTP/2 ignores it). */
+    px_conn *(*ready_conn)(px_up *up, bool fresh);
     /* Sends px on c; NOOK_OK or an error (px untouched). */
     int (*submit)(px_conn *c, px_req *px);
     /* More request body for px (bytes appended to px->body, or its end). */
@@ -197,6 +245,31 @@ static inline const px_proto *px_proto_of(const px_up *up)
 {
     return px_kind_h1(up->conf->kind) ? &px_h1_proto : &px_h2_proto;
 }
+
+/* ---- proxy_head.c: HTTP/1.1 upstream response heads and trailer sections (no I/O) ---- */
+
+typedef struct px_h1_head {
+    int status;             /* 100..999 */
+    bool keep_alive;        /* the connection may carry another request after this response */
+    bool chunked;           /* Transfer-Encoding: chunked */
+    int64_t content_length; /* -1 when absent */
+} px_h1_head;
+
+typedef void px_field_fn(void *ud, const char *name, size_t nlen, const char *value, size_t vlen);
+
+/* Parses a complete response head buf[0..len) (status line, fields, the empty line; CRLF or bare
+ * LF line ends). 0 and *h filled, or -1 when it is malformed or must not be passed on: a bad
+ * status line, field name or value (obs-fold included), Content-Length with Transfer-Encoding
+ * (RFC 9112 §6.3), differing Content-Length values, a transfer coding other than chunked, too
+ * many Connection options. */
+int px_h1_parse_head(const char *buf, size_t len, px_h1_head *h);
+/* Calls fn for each field of a head px_h1_parse_head accepted, in order, except the fields its
+ * Connection options name; the strings point into buf. */
+void px_h1_head_fields(const char *buf, size_t len, px_field_fn *fn, void *ud);
+/* Calls fn for each field of a chunked body's end as the body decoder consumed it (the CRLF
+ * ending the last data, the last-chunk line "0[;ext]", trailer field lines, the empty line).
+ * Lines that are no valid field are skipped. */
+void px_h1_trailer_fields(const char *buf, size_t len, px_field_fn *fn, void *ud);
 
 /* Logging through the worker's logger. */
 void px_log(const px_pool *pool, nook_log_level level, const char *fmt, ...)

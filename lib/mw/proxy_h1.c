@@ -1,8 +1,11 @@
 /*
  * The proxy's HTTP/1.1 upstreams (http://): one request at a time per connection, connections
  * kept alive and reused. The request body goes out as it arrives (chunked unless the client
- * gave a Content-Length); the response head is parsed here and its body framing (Content-Length,
- * chunked, or until close) decoded with lib/h1's body decoder.
+ * gave a Content-Length); the response head is parsed by proxy_head.c and its body framing
+ * (Content-Length, chunked, or until close) decoded with lib/h1's body decoder.
+ *
+ * Reuse: an idle connection is checked before it takes a request (still_open), and a request
+ * that meets a connection the upstream closed anyway goes again when that is safe (destroy).
  *
  * Backpressure: request body bytes move from px->body to the socket buffer only while that
  * holds less than OUT_HIGH; response bytes are read from the socket only while the client's
@@ -20,7 +23,6 @@
 #include <unistd.h>
 
 #include "h1/parser.h"
-#include "io/ascii.h"
 
 #define OUT_HIGH (128 * 1024)
 #define HEAD_MAX (64 * 1024)
@@ -217,108 +219,14 @@ static void move_body(h1up *c)
  * Response in
  * ------------------------------------------------------------------------------------------- */
 
-static bool is_digit(char ch)
+static void head_field(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    return ch >= '0' && ch <= '9';
+    px_response_header(ud, name, nlen, value, vlen);
 }
 
-static bool name_is(const char *p, size_t n, const char *want)
+static void trailer_field(void *ud, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    return n == strlen(want) && io_caseeq(p, want, n);
-}
-
-static bool lists_token(const char *p, size_t n, const char *token)
-{
-    size_t tl = strlen(token);
-    for (size_t i = 0; i + tl <= n; i++)
-        if (io_caseeq(p + i, token, tl) && (i == 0 || p[i - 1] == ',' || p[i - 1] == ' ') &&
-            (i + tl == n || p[i + tl] == ',' || p[i + tl] == ' '))
-            return true;
-    return false;
-}
-
-/* Whether a Connection field of the head in buf[0..len) names `name` (such fields are
- * hop-by-hop: RFC 9110 §7.6.1). */
-static bool named_by_connection(const char *buf, size_t len, const char *name, size_t nlen)
-{
-    const char *end = buf + len;
-    for (const char *p = buf; p < end;) {
-        const char *le = memchr(p, '\n', (size_t)(end - p));
-        if (!le)
-            break;
-        if ((size_t)(le - p) > 11 && io_caseeq(p, "connection:", 11)) {
-            const char *v = p + 11;
-            while (v < le) {
-                while (v < le && (*v == ' ' || *v == '\t' || *v == ',' || *v == '\r'))
-                    v++;
-                const char *tok = v;
-                while (v < le && *v != ',' && *v != ' ' && *v != '\t' && *v != '\r')
-                    v++;
-                if ((size_t)(v - tok) == nlen && io_caseeq(tok, name, nlen))
-                    return true;
-            }
-        }
-        p = le + 1;
-    }
-    return false;
-}
-
-/* Parses a complete head in buf[0..len) (ending with the blank line): the status, then the
- * fields to the client. Returns the status, or -1 if malformed. Fills framing. */
-static int parse_head(h1up *c, const char *buf, size_t len, int64_t *clen, bool *chunked)
-{
-    px_req *px = c->px;
-    const char *end = buf + len, *eol = memchr(buf, '\n', len);
-    if (!eol || len < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || buf[8] != ' ')
-        return -1;
-    int status = 0;
-    for (int i = 9; i < 12; i++) {
-        if (!is_digit(buf[i]))
-            return -1;
-        status = status * 10 + (buf[i] - '0');
-    }
-    c->keep_alive = buf[7] == '1';
-    *clen = -1;
-    *chunked = false;
-    if (status >= 200)
-        px_response_status(px, status);
-    for (const char *p = eol + 1; p < end;) {
-        const char *le = memchr(p, '\n', (size_t)(end - p));
-        if (!le)
-            break;
-        const char *line_end = le > p && le[-1] == '\r' ? le - 1 : le;
-        if (line_end == p)
-            break; /* the blank line */
-        const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (!colon || colon == p)
-            return -1;
-        const char *v = colon + 1, *ve = line_end;
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        size_t nl = (size_t)(colon - p), vl = (size_t)(ve - v);
-        if (name_is(p, nl, "content-length")) {
-            int64_t x = 0;
-            for (size_t i = 0; i < vl; i++) {
-                if (!is_digit(v[i]) || x > INT64_MAX / 10 - 10)
-                    return -1;
-                x = x * 10 + (v[i] - '0');
-            }
-            *clen = x;
-        } else if (name_is(p, nl, "transfer-encoding")) {
-            *chunked = lists_token(v, vl, "chunked");
-        } else if (name_is(p, nl, "connection")) {
-            if (lists_token(v, vl, "close"))
-                c->keep_alive = false;
-            else if (lists_token(v, vl, "keep-alive"))
-                c->keep_alive = true;
-        }
-        if (status >= 200 && !named_by_connection(buf, len, p, nl))
-            px_response_header(px, p, nl, v, vl);
-        p = le + 1;
-    }
-    return status;
+    px_response_trailer(ud, name, nlen, value, vlen);
 }
 
 static bool bodiless(const h1up *c, int status)
@@ -336,49 +244,17 @@ static void exchange_done(h1up *c)
     c->reused = true;
     px->conn = NULL;
     px_release_upstream(px);
-    if (!c->keep_alive || !c->req_sent || io_buf_size(&c->s.in) > 0 || io_buf_size(&c->s.out) > 0) {
+    int64_t keepalive_ms = c->up->pool->cfg->keepalive_ms;
+    if (!c->keep_alive || !c->req_sent || io_buf_size(&c->s.in) > 0 || io_buf_size(&c->s.out) > 0 ||
+        keepalive_ms == 0) {
         /* The upstream said close, answered before taking the whole request, or sent more
-         * than one response: not reusable. */
+         * than one response (or reuse is off): not reusable. */
         c->close_now = true;
         schedule(c);
         return;
     }
-    io_timer_set(loop_of(c), &c->timer, (uint64_t)c->up->pool->cfg->idle_ms);
+    io_timer_set(loop_of(c), &c->timer, (uint64_t)keepalive_ms);
     px_dispatch(c->up);
-}
-
-/* The whole response arrived. An upstream that answered before reading the whole request
- * body does not want the rest: the connection is closed rather than reused (exchange_done). */
-/* The end of a chunked body, as consumed since the last data: maybe the CRLF that ended that
- * data, the last chunk's size line ("0", perhaps with extensions), the trailer field lines,
- * and the empty line. The decoder has checked every byte of it; the fields go to the client. */
-static void pass_trailers(h1up *c)
-{
-    const char *p = c->tail, *end = c->tail + c->tail_len;
-    bool size_line_seen = false;
-    while (p < end) {
-        const char *eol = memchr(p, '\r', (size_t)(end - p));
-        if (!eol)
-            break;
-        size_t n = (size_t)(eol - p);
-        if (n == 0) {
-            if (size_line_seen)
-                break; /* the empty line that ends the section */
-        } else if (!size_line_seen) {
-            size_line_seen = true; /* "0[;ext]" */
-        } else {
-            const char *colon = memchr(p, ':', n);
-            if (colon) {
-                const char *v = colon + 1, *ve = eol;
-                while (v < ve && (*v == ' ' || *v == '\t'))
-                    v++;
-                while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-                    ve--;
-                px_response_trailer(c->px, p, (size_t)(colon - p), v, (size_t)(ve - v));
-            }
-        }
-        p = eol + 2;
-    }
 }
 
 static void response_done(h1up *c)
@@ -404,14 +280,21 @@ static bool read_head(h1up *c)
         return false;
     }
     size_t head_len = (size_t)(blank - buf);
-    int64_t clen;
-    bool chunked;
-    int status = parse_head(c, buf, head_len, &clen, &chunked);
-    io_buf_consume(&c->s.in, head_len);
-    if (status < 0) {
+    px_h1_head h;
+    if (px_h1_parse_head(buf, head_len, &h) != 0) {
+        io_buf_consume(&c->s.in, head_len);
         fail_conn(c, "malformed response head");
         return false;
     }
+    int status = h.status;
+    int64_t clen = h.content_length;
+    bool chunked = h.chunked;
+    c->keep_alive = h.keep_alive;
+    if (status >= 200) {
+        px_response_status(c->px, status);
+        px_h1_head_fields(buf, head_len, head_field, c->px);
+    }
+    io_buf_consume(&c->s.in, head_len);
     if (status < 200)
         return true; /* 1xx: the final head follows */
     if (!px_response_start(c->px)) {
@@ -480,7 +363,7 @@ static void read_body(h1up *c)
         io_buf_consume(&c->s.in, used);
         if (rc == H1_BODY_DONE || h1_body_done(&c->body)) {
             if (c->body.chunked && !c->tail_lost)
-                pass_trailers(c);
+                px_h1_trailer_fields(c->tail, c->tail_len, trailer_field, c->px);
             response_done(c);
             return;
         }
@@ -531,7 +414,10 @@ static void flush_out(h1up *c)
     if (c->write_dead)
         return;
     move_body(c);
+    size_t queued = io_buf_size(&c->s.out);
     int rc = io_stream_flush(&c->s);
+    if (c->px && io_buf_size(&c->s.out) < queued)
+        c->px->sent = true; /* some of it may have reached the upstream */
     if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
         write_failed(c);
         return;
@@ -671,15 +557,21 @@ static void destroy(h1up *c)
     if (c->next)
         c->next->prev = c->prev;
     up->nconns--;
-    /* A reused connection the upstream had closed before it read anything: safe to retry. */
-    bool retry = px && c->reused && !c->got_bytes && !px->body_started;
+    /* A reused connection that failed before any byte of the response: most likely the
+     * upstream closed it (its keep-alive timeout) as the request went out. That says nothing
+     * about the upstream's health. The request goes again, on a new connection, if that is
+     * safe: nothing of it was written, or it is idempotent and none of its body was consumed
+     * (RFC 9110 §9.2.2). Otherwise it may have been processed: 502. */
+    bool stale = px && c->reused && !c->got_bytes;
+    bool retry = stale && !px->body_started && (!px->sent || px_idempotent(px));
     bool failed = c->failed;
     io_free(up->pool->alloc, c);
     if (px) {
         bool answered = px->ended;
         px->conn = NULL;
+        px->fresh_conn |= retry;
         px_fail(px, retry);
-        if (!retry && failed && !answered)
+        if (!stale && failed && !answered)
             px_mark_down(up);
     }
     if (!served)
@@ -741,10 +633,26 @@ static px_conn *h1_open(px_up *up)
     return P(c);
 }
 
-static px_conn *h1_ready_conn(px_up *up)
+/* An idle connection must have nothing to read: data or the end of the stream there (an
+ * upstream that closed it, its FIN not yet seen by the event loop) makes it unusable. Checked
+ * before each reuse, it closes most of the window in which a request would go out on a
+ * connection the upstream already let go. */
+static bool still_open(h1up *c)
+{
+    char b;
+    ssize_t n = recv(c->s.watch.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return true;
+    c->close_now = true; /* not a failure: closed without a health mark */
+    schedule(c);
+    return false;
+}
+
+static px_conn *h1_ready_conn(px_up *up, bool fresh)
 {
     for (h1up *c = H(up->conns); c; c = c->next)
-        if (c->state == H_IDLE && !c->close_now)
+        if (c->state == H_IDLE && !c->close_now && !(fresh && c->reused) &&
+            (!c->reused || still_open(c)))
             return P(c);
     return NULL;
 }
@@ -759,6 +667,7 @@ static int h1_submit(px_conn *pc, px_req *px)
     c->phase = R_HEAD;
     c->req_sent = false;
     c->got_bytes = false;
+    px->sent = false;
     c->paused = false;
     io_timer_stop(loop_of(c), &c->timer);
     int rc = queue_head(c, px);

@@ -44,6 +44,7 @@ struct px_conn {
     px_req *reqs; /* streams in flight (conn_prev / conn_next) */
     size_t nstreams;
     size_t unconsumed_conn; /* bytes of closed or unknown streams to credit */
+    uint64_t queued;        /* bytes nghttp2 has handed out for this connection, in all */
     bool served;            /* reached C_READY */
     bool goaway;            /* no new streams */
     bool close_now;
@@ -241,6 +242,24 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     return 0;
 }
 
+/* A request whose HEADERS never left nghttp2 (still queued when the stream or the connection
+ * ended) cannot have reached the upstream: it may go again elsewhere. nghttp2 reports a frame
+ * as sent once it has handed out all its bytes, so the connection's output count is then the
+ * offset where the HEADERS end: until the socket has taken that much, they are still in the
+ * proxy's own buffer. */
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
+{
+    px_conn *c = ud;
+    if (f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    px_req *px = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (px) {
+        px->sent = true;
+        px->sent_mark = c->queued;
+    }
+    return 0;
+}
+
 static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
                          size_t len, void *ud)
 {
@@ -284,7 +303,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     if (error_code != NGHTTP2_NO_ERROR && error_code != NGHTTP2_CANCEL)
         px_log(c->up->pool, NOOK_LOG_INFO, "upstream %s reset stream %d: %s",
                c->up->conf->authority, id, nghttp2_http2_strerror(error_code));
-    px_fail(px, error_code == NGHTTP2_REFUSED_STREAM);
+    px_fail(px, error_code == NGHTTP2_REFUSED_STREAM || !px->sent);
     return 0;
 }
 
@@ -297,8 +316,9 @@ static size_t max_streams(const px_conn *c)
     return nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 }
 
-static px_conn *h2_ready_conn(px_up *up)
+static px_conn *h2_ready_conn(px_up *up, bool fresh)
 {
+    (void)fresh; /* a stream is refused or answered: no stale-connection race to avoid */
     for (px_conn *c = up->conns; c; c = c->next)
         if (c->state == C_READY && !c->goaway && !c->close_now && c->nstreams < max_streams(c) &&
             nghttp2_session_check_request_allowed(c->ng))
@@ -332,6 +352,7 @@ static int h2_submit(px_conn *c, px_req *px)
         return NOOK_ENOMEM;
     }
     px->stream_id = id;
+    px->sent = false;
     link_req(c, px);
     schedule(c);
     return NOOK_OK;
@@ -397,6 +418,7 @@ static void pump_output(px_conn *c)
                 fail_conn(c, "output buffer full");
                 return;
             }
+            c->queued += (uint64_t)n;
             produced = true;
         }
         if (!produced && io_buf_size(&c->s.out) == 0)
@@ -426,8 +448,9 @@ static void set_timer(px_conn *c)
 {
     if (c->state != C_READY)
         return; /* the connect timer runs */
-    if (c->nstreams == 0)
-        io_timer_set(loop_of(c), &c->timer, (uint64_t)c->up->pool->cfg->idle_ms);
+    int64_t idle_ms = c->up->pool->cfg->idle_ms;
+    if (c->nstreams == 0 && idle_ms > 0)
+        io_timer_set(loop_of(c), &c->timer, (uint64_t)idle_ms);
     else
         io_timer_stop(loop_of(c), &c->timer); /* each request has its own timeout */
 }
@@ -464,6 +487,7 @@ static int session_new(px_conn *c)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option *o;
     if (nghttp2_option_new(&o) != 0) {
         nghttp2_session_callbacks_del(cbs);
@@ -572,29 +596,13 @@ static void on_io(io_watch *w, uint32_t events)
         schedule(c);
 }
 
-/* Fails what is left on a connection that is going away, then frees it. */
+/* Fails what is left on a connection that is going away, then frees it. The connection leaves
+ * its upstream's list first, so that requests sent again never land on it. */
 static void destroy(px_conn *c)
 {
     px_up *up = c->up;
-    bool in_flight = c->reqs != NULL;
     if (c->state != C_READY)
         up->nconnecting--;
-    if (c->err[0] && (in_flight || !c->served))
-        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->err);
-    while (c->reqs) {
-        px_req *px = c->reqs;
-        if (c->ng)
-            nghttp2_session_set_stream_user_data(c->ng, px->stream_id, NULL);
-        unlink_req(c, px);
-        px->conn = NULL;
-        px_fail(px, false);
-    }
-    if (c->ng)
-        nghttp2_session_del(c->ng);
-    io_timer_stop(loop_of(c), &c->timer);
-    io_loop_undefer(loop_of(c), &c->resume);
-    io_stream_close(&c->s);
-    tls_conn_free(c->tls);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -602,12 +610,43 @@ static void destroy(px_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     up->nconns--;
+    px_req *left = NULL; /* the requests in flight, relinked through conn_next */
+    bool reached = false;
+    uint64_t written = c->queued - io_buf_size(&c->s.out); /* what the socket (or TLS) took */
+    while (c->reqs) {
+        px_req *px = c->reqs;
+        if (c->ng)
+            nghttp2_session_set_stream_user_data(c->ng, px->stream_id, NULL);
+        unlink_req(c, px);
+        px->conn = NULL;
+        px->conn_next = left;
+        left = px;
+        if (px->sent && written < px->sent_mark)
+            px->sent = false; /* its HEADERS were still in our buffer: never on the wire */
+        reached |= px->sent;
+    }
+    if (c->err[0] && (reached || !c->served))
+        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->err);
+    if (c->ng)
+        nghttp2_session_del(c->ng);
+    io_timer_stop(loop_of(c), &c->timer);
+    io_loop_undefer(loop_of(c), &c->resume);
+    io_stream_close(&c->s);
+    tls_conn_free(c->tls);
     bool served = c->served, timed_out = c->timed_out;
     io_free(up->pool->alloc, c);
     if (!served)
         px_up_failed(up, timed_out);
-    else if (in_flight)
-        px_mark_down(up);
+    else if (reached)
+        px_mark_down(up); /* it died with requests it had taken */
+    /* Those still queued inside nghttp2 or in our output buffer never reached it: they go
+     * again (another upstream if this one is now down). */
+    while (left) {
+        px_req *px = left;
+        left = px->conn_next;
+        px->conn_next = NULL;
+        px_fail(px, !px->sent);
+    }
     px_dispatch(up);
 }
 

@@ -32,8 +32,10 @@ tls_client *tls_client_new(const io_alloc *alloc, const char *ca_file, bool veri
 void tls_client_free(tls_client *c);
 
 /* A connection over a connected non-blocking socket (not owned). server_name is sent as SNI
- * and is the name the certificate must carry (give the host name of the URL, not an address).
- * NULL on ENOMEM. */
+ * and is the name the certificate must carry. An IPv4 or IPv6 address instead is not sent
+ * (RFC 6066 §3: SNI carries host names only); the certificate must then list that address
+ * among its subjectAltName iPAddress entries, and server_name must stay valid as long as the
+ * connection. NULL on ENOMEM. */
 tls_conn *tls_client_conn(tls_client *c, const io_alloc *alloc, int fd, const char *server_name);
 
 #endif

@@ -772,6 +772,11 @@ tls_conn *tls_conn_new_client(const struct mbedtls_ssl_config *conf, const io_al
     return c; /* c->tls stays NULL: the client configuration is owned elsewhere */
 }
 
+struct mbedtls_ssl_context *tls_conn_ssl(tls_conn *c)
+{
+    return &c->ssl;
+}
+
 int tls_random(void *unused, unsigned char *out, size_t len)
 {
     return rng_fill(unused, out, len);

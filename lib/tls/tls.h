@@ -98,6 +98,11 @@ struct mbedtls_ssl_config;
 tls_conn *tls_conn_new_client(const struct mbedtls_ssl_config *conf, const io_alloc *alloc, int fd,
                               const char *hostname);
 
+/* For lib/tls/client.c: the mbedTLS context of a client connection, to set a verification
+ * callback of its own before the handshake. */
+struct mbedtls_ssl_context;
+struct mbedtls_ssl_context *tls_conn_ssl(tls_conn *c);
+
 /* The per-thread random generator as an mbedTLS f_rng (p_rng is ignored), for client.c. */
 int tls_random(void *unused, unsigned char *out, size_t len);
 

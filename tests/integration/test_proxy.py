@@ -24,6 +24,7 @@ from nooktest import case, eq, expect
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CRT, KEY = str(DATA / "localhost.crt"), str(DATA / "localhost.key")
+OTHER_CRT, OTHER_KEY = str(DATA / "other.crt"), str(DATA / "other.key")  # other.test, no IP
 
 
 class ProxyExample(nt.ServerProcess):
@@ -50,19 +51,21 @@ class ProxyExample(nt.ServerProcess):
 
 class Nghttpd(nt.ServerProcess):
     """nghttpd over TLS serving `root`, at most 10 concurrent streams per connection, a
-    grpc-status trailer on every response with a body, frames logged (-v) to its stdout."""
+    grpc-status trailer on every response with a body, frames logged (-v) to its stdout.
+    quiet: no frame log and the default stream limit (for load)."""
 
-    def __init__(self, root):
-        self.root = root
-        super().__init__(["nghttpd"], "nghttpd")
+    def __init__(self, root, cert=CRT, key=KEY, quiet=False, name="nghttpd"):
+        self.root, self.cert, self.key, self.quiet = root, cert, key, quiet
+        super().__init__(["nghttpd"], name)
 
     def start(self, timeout=10.0, attempts=5):
         if not shutil.which("nghttpd"):
             raise AssertionError("expected nghttpd (Debian package nghttp2-server), got none")
         for _ in range(attempts):
             port = nt.free_port()
-            self.argv = ["nghttpd", "-v", "-d", str(self.root), "-m", "10", "-a", "127.0.0.1",
-                         "--trailer", "grpc-status: 0", str(port), KEY, CRT]
+            self.argv = ["nghttpd", "-d", str(self.root), "-a", "127.0.0.1"] + \
+                ([] if self.quiet else ["-v", "-m", "10", "--trailer", "grpc-status: 0"]) + \
+                [str(port), self.key, self.cert]
             self._spawn()
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.alive():
@@ -79,7 +82,42 @@ class Nghttpd(nt.ServerProcess):
         return []  # nghttpd exits on SIGTERM with its own code; only nook processes are judged
 
 
-class ScriptedUpstream:
+class Listener:
+    """A listening socket on 127.0.0.1 (port 0: a free one) that accepts nothing itself."""
+
+    def __init__(self, port=0, backlog=64):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+
+    def stop(self):
+        self.sock.close()
+
+
+class ThreadedUpstream(Listener):
+    """A test upstream: accepts in a thread and serves each connection in a thread of its own
+    (subclasses define _serve(conn), and may count connections in _accepted())."""
+
+    def __init__(self, port=0, backlog=64):
+        super().__init__(port, backlog)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accepted(self):
+        pass
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self._accepted()
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+
+class ScriptedUpstream(ThreadedUpstream):
     """An HTTP/1.1 upstream in a thread, answering by path:
       /althdr  200 with Alt-Svc, Keep-Alive and a Connection-named field (all must be dropped)
       /hang    reads the request and never answers
@@ -87,25 +125,14 @@ class ScriptedUpstream:
       /stall   announces 100 KB, sends 1 KB, then nothing for 5 s
       /slow    streams 1 KB every 20 ms for a minute; records when the proxy closes on it
       /who     answers its name at once; /slowwho after 1.5 s
+      /duplex  sends a chunked response head at once, then nothing until the (chunked) request
+               body ended: then "got N bytes" and the end
     """
 
-    def __init__(self, name="scripted"):
+    def __init__(self, name="scripted", port=0):
         self.name = name
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
         self.slow_closed = threading.Event()
-        self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stopping:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        super().__init__(port)
 
     def _serve(self, c):
         c.settimeout(70)
@@ -139,6 +166,12 @@ class ScriptedUpstream:
                               % (len(self.name), self.name.encode()))
             elif path == "/hang":
                 time.sleep(5)
+            elif path == "/duplex":
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                body, _rest = read_chunked(c, buf.split(b"\r\n\r\n", 1)[1])
+                answer = b"got %d bytes" % len(body)
+                c.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(answer), answer))
+                time.sleep(0.2)
             elif path == "/stall":
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
                 time.sleep(5)
@@ -158,30 +191,22 @@ class ScriptedUpstream:
         finally:
             c.close()
 
-    def stop(self):
-        self.stopping = True
-        self.sock.close()
 
-
-class H2NeedsHttp11Upstream:
+class H2NeedsHttp11Upstream(ThreadedUpstream):
     """An upstream that resets every HTTP/2 stream with HTTP_1_1_REQUIRED — except /rst, which
-    gets a response head and 1000 body bytes, then RST_STREAM(INTERNAL_ERROR) — and answers
-    HTTP/1.1 requests on the same port with "served over HTTP/1.1"."""
+    gets a response head and 1000 body bytes, then RST_STREAM(INTERNAL_ERROR), and /altsvc,
+    answered with Alt-Svc and X-Kept fields — and answers HTTP/1.1 requests on the same port
+    with "served over HTTP/1.1". tls: over TLS (tests/data/localhost.crt, ALPN h2 and
+    http/1.1)."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def __init__(self, tls=False):
+        self.tls = None
+        if tls:
+            import ssl
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(CRT, KEY)
+            self.tls.set_alpn_protocols(["h2", "http/1.1"])
+        super().__init__(backlog=16)
 
     def _serve(self, c):
         import h2.config
@@ -189,6 +214,8 @@ class H2NeedsHttp11Upstream:
         import h2.events
         c.settimeout(10)
         try:
+            if self.tls:
+                c = self.tls.wrap_socket(c, server_side=True)
             first = c.recv(65536)
             if first.startswith(b"PRI * HTTP/2.0"):
                 conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
@@ -198,7 +225,12 @@ class H2NeedsHttp11Upstream:
                     for ev in conn.receive_data(data):
                         if not isinstance(ev, h2.events.RequestReceived):
                             continue
-                        if dict(ev.headers).get(b":path") == b"/rst":
+                        if dict(ev.headers).get(b":path") == b"/altsvc":
+                            conn.send_headers(ev.stream_id, [
+                                (":status", "200"), ("alt-svc", 'h2=":1"'), ("x-kept", "yes"),
+                                ("content-length", "3")])
+                            conn.send_data(ev.stream_id, b"alt", end_stream=True)
+                        elif dict(ev.headers).get(b":path") == b"/rst":
                             conn.send_headers(ev.stream_id, [(":status", "200"),
                                                              ("content-length", "100000")])
                             conn.send_data(ev.stream_id, b"r" * 1000)
@@ -216,12 +248,118 @@ class H2NeedsHttp11Upstream:
         finally:
             c.close()
 
-    def stop(self):
-        self.sock.close()
-
 
 def fetch(flags, url, *extra):
     return nt.curl_fetch(flags, url, *extra)
+
+
+def read_chunked(c, buf):
+    """A chunked body from socket c, buf holding what was already read: (body, what follows)."""
+    body = b""
+    while True:
+        while b"\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                raise OSError("EOF in a chunked body")
+            buf += d
+        line, buf = buf.split(b"\r\n", 1)
+        size = int(line.split(b";")[0], 16)
+        while len(buf) < size + 2:
+            d = c.recv(65536)
+            if not d:
+                raise OSError("EOF in a chunk")
+            buf += d
+        if size == 0:
+            while not (buf.startswith(b"\r\n") or b"\r\n\r\n" in buf):
+                buf += c.recv(65536)
+            return body, buf.split(b"\r\n", 1)[1] if buf.startswith(b"\r\n") \
+                else buf.split(b"\r\n\r\n", 1)[1]
+        body += buf[:size]
+        buf = buf[size + 2:]
+
+
+class H1Upstream(ThreadedUpstream):
+    """A scripted HTTP/1.1 upstream, a thread per connection. answer(n, method, path, body)
+    returns the response bytes for the n-th request (from 0) on its connection, or None to
+    close the connection without answering. close_after: close each connection right after
+    its first answer, without saying Connection: close (an upstream whose keep-alive ended).
+    delay: seconds before each answer. Records every request seen (.requests: (method, path)),
+    the connections accepted (.accepted) and the most open at once (.peak); .closed_at gets
+    the time each connection was closed by the proxy."""
+
+    def __init__(self, answer, close_after=False, delay=0.0):
+        self.answer, self.close_after, self.delay = answer, close_after, delay
+        self.requests, self.accepted, self.open, self.peak, self.closed_at = [], 0, 0, 0, []
+        self.lock = threading.Lock()
+        super().__init__()
+
+    def _accepted(self):
+        with self.lock:
+            self.accepted += 1
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+
+    def _request(self, c, buf):
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d:
+                return None
+            buf += d
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        method, path = lines[0].split(" ")[:2]
+        fields = {l.split(":", 1)[0].strip().lower(): l.split(":", 1)[1].strip()
+                  for l in lines[1:] if ":" in l}
+        if fields.get("transfer-encoding") == "chunked":
+            body, buf = read_chunked(c, buf)
+        else:
+            n = int(fields.get("content-length", "0"))
+            while len(buf) < n:
+                d = c.recv(65536)
+                if not d:
+                    return None
+                buf += d
+            body, buf = buf[:n], buf[n:]
+        return method, path, body, buf
+
+    def _serve(self, c):
+        c.settimeout(30)
+        buf, n = b"", 0
+        try:
+            while True:
+                got = self._request(c, buf)
+                if got is None:
+                    break
+                method, path, body, buf = got
+                with self.lock:
+                    self.requests.append((method, path))
+                time.sleep(self.delay)
+                out = self.answer(n, method, path, body)
+                if out is None:
+                    break
+                c.sendall(out)
+                n += 1
+                if self.close_after:
+                    break
+        except OSError:
+            pass
+        finally:
+            c.close()
+            with self.lock:
+                self.open -= 1
+                self.closed_at.append(time.monotonic())
+
+
+def ok_answer(text=b"ok"):
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text)
+
+
+class StalledListener(Listener):
+    """A socket that listens and never accepts nor answers: connections to it complete (the
+    kernel's backlog) and then nothing happens."""
+
+    def __init__(self):
+        super().__init__(backlog=8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +458,12 @@ def bad_configurations_are_refused_with_a_reason(ctx):
                        (["--upstream", "h2c://127.0.0.1"], "scheme://host:port"),
                        (["--upstream", "h2://localhost:1", "--ca-file", str(ctx.base / "none.pem")],
                         "none.pem"),
+                       (["--upstream", "h2c://127.0.0.1:1", "--max-conns", "x"],
+                        "--max-conns needs a whole number"),
+                       (["--upstream", "h2c://127.0.0.1:1", "--max-conns", "0"],
+                        "--max-conns must be 1 to 1024"),
+                       (["--upstream", "h2c://127.0.0.1:1", "--idle-timeout", "-5"],
+                        "--idle-timeout needs a whole number"),
                        ([], "--upstream")):
         rc, _out, err = nt.run_tool([ctx.proxy_bin, "--listen", "127.0.0.1:0"] + args, timeout=20)
         eq(rc, 1, "exit code for %s" % args)
@@ -676,6 +820,446 @@ def an_upstream_killed_mid_download_ends_the_clients_and_is_then_502(ctx):
 
 
 # ---------------------------------------------------------------------------------------------
+# Forwarding fields
+# ---------------------------------------------------------------------------------------------
+
+def upstream_fields(port, head):
+    """The request fields the test server's /allheaders saw, for a raw HTTP/1.1 request."""
+    with nt.connect(("127.0.0.1", port)) as s:
+        s.sendall(head)
+        r = nt.Reader(s).read_response()
+    eq(r.status, 200, "status of /allheaders")
+    got = {}
+    for line in r.body.decode().splitlines():
+        n, _, v = line.partition(": ")
+        got.setdefault(n.lower(), []).append(v)
+    return got
+
+
+@case
+def long_and_repeated_forwarding_fields_are_joined_and_appended(ctx):
+    long_xff = ", ".join("10.%d.%d.%d" % (i // 65536, i // 256 % 256, i % 256)
+                         for i in range(140))
+    expect(len(long_xff) > 1500, "a long X-Forwarded-For to send", len(long_xff))
+    for px in (ctx.p_h2c, ctx.p_h1):
+        got = upstream_fields(px.ports[0], b"GET /allheaders HTTP/1.1\r\nHost: h\r\n"
+                              b"X-Forwarded-For: " + long_xff.encode() + b"\r\n\r\n")
+        eq(got.get("x-forwarded-for"), [long_xff + ", 127.0.0.1"],
+           "a %d-byte X-Forwarded-For with this hop appended (via %s)" % (len(long_xff), px.name))
+        got = upstream_fields(px.ports[0], b"GET /allheaders HTTP/1.1\r\nHost: h\r\n"
+                              b"X-Forwarded-For: 10.0.0.1\r\nForwarded: for=10.0.0.1\r\n"
+                              b"X-Other: between\r\n"
+                              b"X-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nForwarded: for=10.0.0.2\r\n"
+                              b"\r\n")
+        eq(got.get("x-forwarded-for"), ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"],
+           "two X-Forwarded-For fields joined in order, this hop last (via %s)" % px.name)
+        eq(got.get("forwarded"), ['for=10.0.0.1, for=10.0.0.2, for=127.0.0.1;host="h";proto=http'],
+           "two Forwarded fields joined in order, this hop last (via %s)" % px.name)
+        # Past 8 KiB of the client's entries the oldest are dropped, whole.
+        huge = ", ".join("10.0.%d.%d" % (i // 256, i % 256) for i in range(1000))
+        got = upstream_fields(px.ports[0], b"GET /allheaders HTTP/1.1\r\nHost: h\r\n"
+                              b"X-Forwarded-For: " + huge.encode() + b"\r\n\r\n")
+        value = got.get("x-forwarded-for", [""])[0]
+        kept = value[:-len(", 127.0.0.1")]
+        expect(value.endswith(", 127.0.0.1") and len(kept) <= 8192 and len(kept) > 8100 and
+               huge.endswith(kept) and huge[-len(kept) - 2:-len(kept)] == ", ",
+               "the newest 8 KiB of a %d-byte X-Forwarded-For, cut between entries (via %s)"
+               % (len(huge), px.name), (len(value), value[:40]))
+
+
+@case
+def no_forwarded_leaves_the_forwarding_fields_as_the_client_sent_them(ctx):
+    with ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % ctx.up.port], "--no-forwarded",
+                      name="proxy (no forwarded)", threads=1) as px:
+        got = upstream_fields(px.ports[0], b"GET /allheaders HTTP/1.1\r\nHost: h\r\n"
+                              b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n")
+        eq(got.get("x-forwarded-for"), ["10.0.0.1"], "X-Forwarded-For untouched")
+        eq(got.get("x-forwarded-proto"), ["https"], "X-Forwarded-Proto untouched")
+        for gone in ("forwarded", "x-forwarded-host"):
+            expect(gone not in got, "no %s added" % gone, got)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP/1.1 upstream connections: keep-alive, stale connections, limits
+# ---------------------------------------------------------------------------------------------
+
+@case
+def an_upstream_that_closes_each_keep_alive_connection_is_no_failure(ctx):
+    # The upstream answers and closes without saying Connection: close, as one whose
+    # keep-alive timeout ran out does. Every request must still succeed, and nothing may mark
+    # the (only) upstream down. Requests are 50 ms apart, as after an idle period: a POST sent
+    # in the instant between the upstream's answer and its FIN is not safe to retry, and is
+    # the other test's subject.
+    up = H1Upstream(lambda n, m, p, b: ok_answer(b"%s %s" % (m.encode(), b)), close_after=True)
+    try:
+        with ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % up.port],
+                          name="proxy (closing upstream)", threads=1) as px:
+            with nt.connect(("127.0.0.1", px.ports[0])) as s:
+                rd = nt.Reader(s)
+                for i in range(40):
+                    if i % 2:
+                        s.sendall(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+                        want = b"POST abc"
+                    else:
+                        s.sendall(b"GET /g HTTP/1.1\r\nHost: x\r\n\r\n")
+                        want = b"GET "
+                    r = rd.read_response()
+                    eq((r.status, r.body), (200, want), "request %d over a kept-alive client "
+                       "connection" % i)
+                    time.sleep(0.05)
+            expect("marked down" not in px.stderr(), "no upstream marked down", px.stderr())
+            eq(len(up.requests), 40, "requests the upstream saw")
+    finally:
+        up.stop()
+
+
+@case
+def a_request_on_a_connection_the_upstream_dropped_is_retried_only_when_safe(ctx):
+    # The upstream answers the first request of each connection; a later one it reads and then
+    # closes the connection without answering (its keep-alive ended as the request arrived).
+    # GET goes again on a new connection; POST, with or without a body, may have been
+    # processed: 502, sent once. The upstream stays up either way.
+    up = H1Upstream(lambda n, m, p, b: ok_answer(b"first") if n == 0 else None)
+    try:
+        with ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % up.port],
+                          name="proxy (dropping upstream)", threads=1) as px:
+            base = "http://127.0.0.1:%d" % px.ports[0]
+            for method, extra, want in (("GET", [], 200), ("POST", ["-d", ""], 502),
+                                        ("POST", ["-d", "body"], 502), ("DELETE", [], 200)):
+                eq(fetch([], base + "/warm").status, 200, "a request that leaves an idle "
+                   "connection")
+                before = len(up.requests)
+                r = fetch([], base + "/x", "-X", method, *extra)
+                eq(r.status, want, "%s %s on a connection the upstream drops" % (method, extra))
+                sent = [q for q in up.requests[before:] if q[1] == "/x"]
+                eq(len(sent), 2 if want == 200 else 1,
+                   "times the upstream saw %s %s" % (method, extra))
+            expect("marked down" not in px.stderr(), "no upstream marked down", px.stderr())
+    finally:
+        up.stop()
+
+
+@case
+def idle_upstream_connections_close_after_their_timeout(ctx):
+    # HTTP/1.1: --keepalive; HTTP/2 (nghttpd): --idle-timeout, ended with GOAWAY.
+    up = H1Upstream(lambda n, m, p, b: ok_answer())
+    try:
+        with ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % up.port], "--keepalive", "500",
+                          name="proxy (keepalive 500)", threads=1) as px:
+            eq(fetch([], "http://127.0.0.1:%d/" % px.ports[0]).status, 200, "status")
+            t0 = time.monotonic()
+            while not up.closed_at and time.monotonic() - t0 < 5:
+                time.sleep(0.02)
+            expect(up.closed_at, "the idle HTTP/1.1 connection closed", up.closed_at)
+            dt = up.closed_at[0] - t0
+            expect(0.3 < dt < 2.5, "closed after about 500 ms", dt)
+    finally:
+        up.stop()
+    with ProxyExample(ctx.proxy_bin, ["h2://localhost:%d" % ctx.nghttpd.port], "--ca-file", CRT,
+                      "--idle-timeout", "500", name="proxy (idle 500)", threads=1) as px:
+        before = ctx.nghttpd.stdout().count("recv GOAWAY")
+        eq(fetch([], "http://127.0.0.1:%d/small.txt" % px.ports[0]).status, 200, "status")
+        deadline = time.monotonic() + 5
+        while ctx.nghttpd.stdout().count("recv GOAWAY") == before and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        expect(ctx.nghttpd.stdout().count("recv GOAWAY") > before,
+               "nghttpd to receive GOAWAY from the idle HTTP/2 connection")
+
+
+@case
+def max_conns_opens_connections_up_to_the_limit_and_never_beyond(ctx):
+    up = H1Upstream(lambda n, m, p, b: ok_answer(), delay=0.4)
+    try:
+        with ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % up.port], "--max-conns", "3",
+                          name="proxy (max-conns 3)", threads=1) as px:
+            procs = [subprocess.Popen([nt.CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                       "http://127.0.0.1:%d/%d" % (px.ports[0], i)],
+                                      stdout=subprocess.PIPE) for i in range(10)]
+            codes = [p.communicate(timeout=30)[0] for p in procs]
+            eq(codes, [b"200"] * 10, "10 requests over at most 3 connections")
+            eq((up.accepted, up.peak), (3, 3), "upstream connections opened, and open at once")
+    finally:
+        up.stop()
+
+
+@case
+def the_wait_queue_is_bounded_and_past_it_the_answer_is_503(ctx):
+    up = H1Upstream(lambda n, m, p, b: ok_answer(), delay=1.0)
+    try:
+        with ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % up.port], "--max-conns", "1",
+                          "--max-waiting", "2", name="proxy (max-waiting 2)", threads=1) as px:
+            url = "http://127.0.0.1:%d/" % px.ports[0]
+            argv = [nt.CURL, "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", url]
+            first = subprocess.Popen(argv, stdout=subprocess.PIPE)
+            time.sleep(0.3)  # on the one connection now
+            more = [subprocess.Popen(argv, stdout=subprocess.PIPE) for _ in range(4)]
+            got = [p.communicate(timeout=30)[0].decode().split() for p in [first] + more]
+            codes = sorted(int(c) for c, _ in got)
+            eq(codes, [200, 200, 200, 503, 503], "statuses with 1 connection and 2 waiting")
+            quick = [float(t) for c, t in got if c == "503"]
+            expect(all(t < 0.8 for t in quick), "503 at once", quick)
+    finally:
+        up.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Long-lived exchanges, connect timeouts, health
+# ---------------------------------------------------------------------------------------------
+
+@case
+def upload_progress_keeps_a_quiet_response_alive(ctx):
+    # /duplex sends its head and then nothing until the upload ended; the upload takes about
+    # 3 s in pieces 200 ms apart, through a proxy with a 1 s idle timeout.
+    before = ctx.p_raw.stderr().count("response broken off")
+    with nt.connect(("127.0.0.1", ctx.p_raw.ports[0]), timeout=10) as s:
+        s.sendall(b"POST /duplex HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(15):
+            time.sleep(0.2)
+            s.sendall(b"64\r\n" + b"u" * 100 + b"\r\n")
+        s.sendall(b"0\r\n\r\n")
+        r = nt.Reader(s, timeout=10).read_response()
+    eq((r.status, r.body), (200, b"got 1500 bytes"), "the response after a 3 s upload")
+    eq(ctx.p_raw.stderr().count("response broken off"), before, "idle break-offs logged")
+
+
+@case
+def a_stalled_upstream_is_skipped_and_alone_it_gives_504_after_the_connect_timeout(ctx):
+    stalled = StalledListener()
+    try:
+        with ProxyExample(ctx.proxy_bin, ["h2c://127.0.0.1:%d" % stalled.port,
+                                          "h2c://127.0.0.1:%d" % ctx.up.port],
+                          "--connect-timeout", "1000", name="proxy (stalled + healthy)",
+                          threads=1) as px:
+            for name, flags, base in px.urls():
+                for i in range(3):
+                    r = fetch(flags, base + "/")
+                    eq((r.status, r.body), (200, b"Hello, World!"),
+                       "request %d with one upstream stalled (%s)" % (i, name))
+            expect("marked down" in px.stderr(), "the stalled upstream marked down", px.stderr())
+        with ProxyExample(ctx.proxy_bin, ["h2c://127.0.0.1:%d" % stalled.port],
+                          "--connect-timeout", "1000", name="proxy (stalled)", threads=1) as px:
+            base = "http://127.0.0.1:%d/" % px.ports[0]
+            t0 = time.monotonic()
+            r = fetch([], base)
+            dt = time.monotonic() - t0
+            eq(r.status, 504, "status with only a stalled upstream")
+            expect(0.8 < dt < 3, "the answer after about the 1 s connect timeout", dt)
+            t0 = time.monotonic()
+            eq(fetch([], base).status, 502, "status while that upstream is marked down")
+            expect(time.monotonic() - t0 < 0.5, "502 at once", time.monotonic() - t0)
+    finally:
+        stalled.stop()
+
+
+@case
+def an_upstream_marked_down_is_used_again_after_down_ms(ctx):
+    port = nt.free_port()
+    a = ScriptedUpstream("a")
+    try:
+        with ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % port,
+                                          "http://127.0.0.1:%d" % a.port], "--down-time", "1000",
+                          name="proxy (recovery)", threads=1) as px:
+            base = "http://127.0.0.1:%d" % px.ports[0]
+            got = [fetch([], base + "/who").body for _ in range(2)]
+            eq(got, [b"a", b"a"], "answers while the first upstream refuses connections")
+            b = ScriptedUpstream("b", port=port)
+            try:
+                time.sleep(1.2)
+                got = [fetch([], base + "/who").body for _ in range(4)]
+                expect(b"b" in got, "the recovered upstream answering again after down_ms", got)
+            finally:
+                b.stop()
+    finally:
+        a.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS upstreams: names, addresses, --insecure, fallback
+# ---------------------------------------------------------------------------------------------
+
+@case
+def an_h2_upstream_given_by_address_is_verified_against_its_ip_san(ctx):
+    # localhost.crt lists IP:127.0.0.1; other.crt (other.test) lists no address.
+    with ProxyExample(ctx.proxy_bin, ["h2://127.0.0.1:%d" % ctx.nghttpd.port], "--ca-file", CRT,
+                      name="proxy (h2 by address)", threads=1) as px:
+        for name, flags, base in px.urls():
+            r = fetch(flags, base + "/small.txt")
+            eq((r.status, r.body), (200, b"small\n"), "through h2://127.0.0.1 (%s)" % name)
+    with ProxyExample(ctx.proxy_bin, ["h2://127.0.0.1:%d" % ctx.nghttpd_other.port],
+                      "--ca-file", OTHER_CRT, name="proxy (address not in the cert)",
+                      threads=1) as px:
+        eq(fetch([], "http://127.0.0.1:%d/small.txt" % px.ports[0]).status, 502,
+           "a certificate without that IP address")
+
+
+@case
+def a_name_mismatch_gives_502_and_insecure_accepts_it(ctx):
+    up = "h2://localhost:%d" % ctx.nghttpd_other.port  # its certificate names other.test
+    with ProxyExample(ctx.proxy_bin, [up], "--ca-file", OTHER_CRT,
+                      name="proxy (name mismatch)", threads=1) as px:
+        eq(fetch([], "http://127.0.0.1:%d/small.txt" % px.ports[0]).status, 502,
+           "a certificate for another name")
+        expect("verif" in px.stderr().lower() or "certificate" in px.stderr().lower(),
+               "the verification failure logged", px.stderr())
+    with ProxyExample(ctx.proxy_bin, [up], "--insecure", name="proxy (insecure)",
+                      threads=1) as px:
+        r = fetch([], "http://127.0.0.1:%d/small.txt" % px.ports[0])
+        eq((r.status, r.body), (200, b"small\n"), "the same upstream with --insecure")
+
+
+@case
+def an_h2_tls_upstream_that_requires_http1_gets_the_request_over_https(ctx):
+    up = H2NeedsHttp11Upstream(tls=True)
+    try:
+        with ProxyExample(ctx.proxy_bin, ["h2://localhost:%d" % up.port], "--ca-file", CRT,
+                          name="proxy (h2 TLS, HTTP_1_1_REQUIRED)", threads=1) as px:
+            for name, flags, base in px.urls():
+                r = fetch(flags, base + "/anything")
+                eq((r.status, r.body), (200, b"served over HTTP/1.1"), "response (%s)" % name)
+    finally:
+        up.stop()
+
+
+@case
+def an_h2_upstreams_alt_svc_stays_behind(ctx):
+    for name, flags, base in ctx.p_fallback.urls():
+        r = fetch(flags, base + "/altsvc")
+        eq((r.status, r.body), (200, b"alt"), "response (%s)" % name)
+        expect(r.h("alt-svc") is None, "no alt-svc at the client (%s)" % name, r.headers)
+        eq(r.h("x-kept"), "yes", "an end-to-end field (%s)" % name)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP/2 upstream streams: resets, bodies, load
+# ---------------------------------------------------------------------------------------------
+
+@case
+def an_h2_clients_reset_reaches_the_upstream_as_a_stream_reset(ctx):
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.errors
+    before = ctx.nghttpd.stdout().count("recv RST_STREAM")
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    with socket.create_connection(("127.0.0.1", ctx.p_tls.ports[0]), timeout=10) as s:
+        conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                              (":path", "/big.bin")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        got = 0
+        while got < 32768:  # within the first stream window: no WINDOW_UPDATE needed
+            data = s.recv(65536)
+            expect(data, "the download to start before the connection ends")
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    got += len(ev.data)
+        conn.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+        s.sendall(conn.data_to_send())
+        deadline = time.monotonic() + 5
+        while ctx.nghttpd.stdout().count("recv RST_STREAM") == before and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+    expect(ctx.nghttpd.stdout().count("recv RST_STREAM") > before,
+           "nghttpd to receive RST_STREAM after the client reset its stream")
+
+
+@case
+def request_bodies_reach_nghttpd(ctx):
+    # nghttpd answers a POST to a file with the file, after reading the body; its frame log
+    # shows the DATA it received.
+    before = len(re.findall(r"recv DATA frame <length=\d+, flags=0x01", ctx.nghttpd.stdout()))
+    for name, flags, base in ctx.p_tls.urls():
+        r = fetch(flags, base + "/small.txt", "--data-binary", "@" + str(ctx.body_file),
+                  "-H", "Expect:")
+        eq((r.status, r.body), (200, b"small\n"), "POST through to nghttpd (%s)" % name)
+    data = [int(n) for n in re.findall(r"recv DATA frame <length=(\d+)", ctx.nghttpd.stdout())]
+    ends = len(re.findall(r"recv DATA frame <length=\d+, flags=0x01", ctx.nghttpd.stdout()))
+    expect(ends - before >= 3, "a request body ended (END_STREAM) at nghttpd per client",
+           ends - before)
+    expect(sum(data) >= 3 * 300000, "nghttpd to receive the 3 bodies of 300000 bytes", sum(data))
+
+
+class H2StallingUpstream(ThreadedUpstream):
+    """An HTTP/2 upstream that grants huge flow-control windows, reads the first request's
+    HEADERS, then stops reading for `stall` seconds and closes the connection without answering:
+    the proxy's output to it fills up, and later requests stay queued inside nghttp2."""
+
+    def __init__(self, stall=2.0):
+        self.stall = stall
+        super().__init__(backlog=8)
+
+    def _serve(self, c):
+        import h2.config
+        import h2.connection
+        import h2.events
+        import h2.settings
+        c.settimeout(10)
+        try:
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+            conn.local_settings = h2.settings.Settings(
+                client=False, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE:
+                                              2 ** 31 - 1})
+            conn.initiate_connection()
+            conn.increment_flow_control_window(2 ** 31 - 1 - 65535)
+            c.sendall(conn.data_to_send())
+            got_request = False
+            while not got_request:
+                data = c.recv(65536)
+                if not data:
+                    return
+                for ev in conn.receive_data(data):
+                    got_request |= isinstance(ev, h2.events.RequestReceived)
+                c.sendall(conn.data_to_send())
+            time.sleep(self.stall)
+        except Exception:
+            pass
+        finally:
+            c.close()
+
+
+@case
+def requests_still_queued_in_a_dead_h2_connection_go_to_another_upstream(ctx):
+    # Round robin over [stalling, healthy]: a 48 MB upload goes to the stalling upstream and
+    # fills the proxy's output to it; a GET to the healthy one; the next GET joins the stalled
+    # connection, its HEADERS stuck behind the upload. When that connection dies the upload
+    # has reached the upstream (it fails); the GET never did and is answered by the other one.
+    stalling = H2StallingUpstream(stall=2.0)
+    data = ctx.base / "upload48m.bin"
+    with open(data, "wb") as f:
+        f.truncate(48 << 20)
+    try:
+        with ProxyExample(ctx.proxy_bin, ["h2c://127.0.0.1:%d" % stalling.port,
+                                          "h2c://127.0.0.1:%d" % ctx.up.port],
+                          name="proxy (stalling h2)", threads=1) as px:
+            base = "http://127.0.0.1:%d" % px.ports[0]
+            upload = subprocess.Popen([nt.CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                       "-H", "Expect:", "--data-binary", "@" + str(data),
+                                       base + "/upload"], stdout=subprocess.PIPE)
+            time.sleep(0.8)
+            eq(fetch([], base + "/").status, 200, "a GET to the healthy upstream")
+            r = fetch([], base + "/")
+            eq((r.status, r.body), (200, b"Hello, World!"),
+               "a GET queued on the dying connection, sent again elsewhere")
+            code = upload.communicate(timeout=30)[0]
+            expect(code != b"200", "the upload that reached the dead upstream not to succeed",
+                   code)
+    finally:
+        stalling.stop()
+
+
+@case
+def h2load_through_http1_and_nghttpd_upstreams_all_succeed(ctx):
+    n = 100000
+    for px, path in ((ctx.p_h1, "/"), (ctx.p_load, "/small.txt")):
+        got, ok2xx, _ = h2load("http://127.0.0.1:%d%s" % (px.ports[0], path), "-n", str(n),
+                               "-c", "32", "-m", "16", timeout=240)
+        eq((got[3], got[4], got[5], got[6], ok2xx), (n, 0, 0, 0, n),
+           "succeeded, failed, errored, timeout, 2xx for h2load -n %d -c 32 -m 16 via %s"
+           % (n, px.name))
+
+
+# ---------------------------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------------------------
 
@@ -706,6 +1290,9 @@ def setup(opts):
     ctx.up = nt.TestServer(opts.server, "--quiet").start()
     ctx.up_tls = nt.TlsTestServer(opts.server, "--quiet", cleartext=0, tls=1).start()
     ctx.nghttpd = Nghttpd(root).start()
+    ctx.nghttpd_other = Nghttpd(root, cert=OTHER_CRT, key=OTHER_KEY,
+                                name="nghttpd (other.test)").start()
+    ctx.nghttpd_load = Nghttpd(root, quiet=True, name="nghttpd (quiet)").start()
     ctx.raw = ScriptedUpstream()
     nt.atexit.register(ctx.raw.stop)
     up = "127.0.0.1:%d" % ctx.up.port
@@ -713,6 +1300,8 @@ def setup(opts):
     ctx.p_h1 = ProxyExample(ctx.proxy_bin, ["http://" + up], name="proxy (http)").start()
     ctx.p_tls = ProxyExample(ctx.proxy_bin, ["h2://localhost:%d" % ctx.nghttpd.port],
                              "--ca-file", CRT, name="proxy (h2 tls)").start()
+    ctx.p_load = ProxyExample(ctx.proxy_bin, ["h2://localhost:%d" % ctx.nghttpd_load.port],
+                              "--ca-file", CRT, name="proxy (h2 tls, quiet nghttpd)").start()
     ctx.p_badca = ProxyExample(ctx.proxy_bin, ["h2://localhost:%d" % ctx.nghttpd.port],
                                "--ca-file", str(DATA / "other.crt"),
                                name="proxy (wrong CA)").start()
@@ -739,8 +1328,9 @@ def setup(opts):
                                threads=1).start()
     ctx.p_health = ProxyExample(ctx.proxy_bin, ["http://127.0.0.1:%d" % nt.free_port(), ab[0]],
                                 name="proxy (health)", threads=1).start()
-    servers = (ctx.up, ctx.nghttpd, ctx.p_h2c, ctx.p_h1, ctx.p_tls, ctx.p_badca, ctx.p_raw,
-               ctx.p_dead, ctx.p_fallback, ctx.p_rr, ctx.p_least, ctx.p_health, ctx.p_prefix,
+    servers = (ctx.up, ctx.nghttpd, ctx.nghttpd_other, ctx.nghttpd_load, ctx.p_load, ctx.p_h2c,
+               ctx.p_h1, ctx.p_tls, ctx.p_badca, ctx.p_raw, ctx.p_dead, ctx.p_fallback, ctx.p_rr,
+               ctx.p_least, ctx.p_health, ctx.p_prefix,
                ctx.up_tls, ctx.p_https)
     return (ctx,), servers
 
