@@ -409,7 +409,13 @@ NOOK_API int nook_res_start(nook_req *req);
  * Returns NOOK_OK (more may be written), NOOK_AGAIN (queued, but the output is above
  * NOOK_OPT_OUTPUT_HIGH_WATER: stop and continue from NOOK_ON_WRITABLE), NOOK_EFULL (not queued:
  * that would pass NOOK_OPT_MAX_OUTPUT), NOOK_ECLOSED (client gone), NOOK_ESTATE (ended),
- * NOOK_EINVAL (more than a declared Content-Length). */
+ * NOOK_EINVAL (more than a declared Content-Length).
+ * A response without a body — to HEAD, or with status 204 or 304, also when a NOOK_ON_HEADERS
+ * hook set that status — goes out as its head alone and ends there: writes made from the same
+ * callback are accepted and discarded (NOOK_OK, never NOOK_AGAIN; not counted as sent), and
+ * nook_res_end() returns NOOK_OK. The request then ends (NOOK_ON_DONE) once the callback has
+ * returned, so a producer that writes later learns it from DONE, or from a NULL request in its
+ * posted callback. */
 NOOK_API int nook_res_write(nook_req *req, const void *data, size_t len);
 
 /* Adds a trailer field, sent after the body when the response ends (both strings copied); may
@@ -437,10 +443,16 @@ NOOK_API int nook_res_sendfile(nook_req *req, int fd, uint64_t offset, uint64_t 
 
 typedef enum nook_event {
     NOOK_ON_WRITABLE = 1, /* queued output fell below half the high-water mark: write more */
-    NOOK_ON_CANCEL = 2,   /* the client went away before the response ended: stop work */
+    NOOK_ON_CANCEL = 2,   /* the client went away before the response ended: stop work. On
+                             HTTP/2 that is a reset stream, a lost connection or a GOAWAY with
+                             an error code; after GOAWAY(NO_ERROR) open requests still finish
+                             (RFC 9113 §6.8) */
     NOOK_ON_DONE = 3,     /* the response ended (sent or failed); last call for this request */
     NOOK_ON_HEADERS = 4   /* the response head is about to go out: status and headers may still
-                             be changed (nook_res_status, nook_res_header, nook_res_set_header) */
+                             be changed (nook_res_status, nook_res_header, nook_res_set_header);
+                             the framing follows the final status: one that allows no body (204,
+                             304) drops it, one that allows a body frames it (Content-Length: 0
+                             for an empty one) */
 } nook_event;
 
 /* Adds a callback for an event on this request. Several may be added (each middleware its own);

@@ -7,12 +7,13 @@
  *
  *   GET /          "public"
  *   GET /private   "secret" with "Authorization: Bearer letmein", 401 without
+ *   GET /about     a page of text (about 1.5 KiB): large enough to be compressed
  *
  * Every request is logged to stderr (JSON lines unless --log says otherwise), gets an
  * X-Request-Id, CORS headers for https://app.example, gzip/br compression when the client
- * accepts it, and counts against its client's rate
- * limit (20 per second, bursts of 40, 65536 clients remembered, unless --rate, --burst and
- * --max-clients say otherwise).
+ * accepts it and the body is at least 256 bytes (so /about is compressed, the short answers
+ * are not), and counts against its client's rate limit (20 per second, bursts of 40, 65536
+ * clients remembered, unless --rate, --burst and --max-clients say otherwise).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,35 @@ static void private_page(nook_req *req, void *user_data)
 {
     (void)user_data;
     nook_respond(req, 200, "text/plain", "secret", 6);
+}
+
+static const char about[] =
+    "About this server\n"
+    "=================\n"
+    "\n"
+    "Every request that reaches this page has passed through five pieces of middleware, in the\n"
+    "order they were registered: the access log, which adds a hook that writes one line once\n"
+    "the response has ended; the request id, which tags the response with X-Request-Id; CORS,\n"
+    "which answers preflights itself and adds Access-Control-Allow-Origin on the way out; the\n"
+    "rate limit, which answers 429 when a client has spent its tokens; and compression, which\n"
+    "decides just before the head goes out whether this body is worth compressing.\n"
+    "\n"
+    "None of them wraps the response writer. Each one adds hooks to the request and calls\n"
+    "nook_next(): the hooks run on the way out in the reverse order of adding, so the one added\n"
+    "closest to the handler runs first. That is why the same middleware works for a whole\n"
+    "response, a streamed one, and one answered later from another thread with a token.\n"
+    "\n"
+    "This page is longer than the compression threshold (256 bytes by default), so a client\n"
+    "that sends Accept-Encoding: gzip receives it gzip-encoded, with Vary: Accept-Encoding so\n"
+    "that caches keep one copy per coding. The answers of / and /private are shorter than the\n"
+    "threshold: they go out as they are, with their Content-Length.\n"
+    "\n"
+    "Try: curl -v --compressed http://127.0.0.1:8080/about\n";
+
+static void about_page(nook_req *req, void *user_data)
+{
+    (void)user_data;
+    nook_respond(req, 200, "text/plain; charset=utf-8", about, sizeof about - 1);
 }
 
 /* A hand-written middleware: answers 401 itself unless the request carries the token, so the
@@ -108,7 +138,8 @@ static int set_up(nook_server *srv, const options *opt)
         (rc = nook_use_compress(srv, "/", 0, 0)) != NOOK_OK ||
         (rc = nook_use(srv, "/private", require_token, NULL, NULL)) != NOOK_OK ||
         (rc = nook_route(srv, "GET /", public_page, NULL, NULL)) != NOOK_OK ||
-        (rc = nook_route(srv, "GET /private", private_page, NULL, NULL)) != NOOK_OK)
+        (rc = nook_route(srv, "GET /private", private_page, NULL, NULL)) != NOOK_OK ||
+        (rc = nook_route(srv, "GET /about", about_page, NULL, NULL)) != NOOK_OK)
         fprintf(stderr, "setting up the middleware: %s\n", nook_strerror(rc));
     return rc;
 }

@@ -84,6 +84,7 @@ struct nook_req {
     bool in_headers_hook; /* NOOK_ON_HEADERS hooks may still edit the head */
     size_t mw_next;       /* index of the next middleware to consider */
     nook_token *token;    /* set by nook_req_suspend */
+    unsigned suspends;    /* nook_req_suspend calls so far: tells whether a step suspended */
     void *route;          /* the matched route's target, or NULL (404/405) */
     char *allow;          /* the Allow value for a 405 */
     bool streaming;       /* the route takes the body in pieces */
@@ -334,12 +335,16 @@ static void respond_error(nook_req *r, int status, const char *text)
 }
 
 /* A callback that returns without answering, going on, or suspending leaves the client waiting
- * forever: answer 500 for it. */
-static void require_progress(nook_req *r, const char *what, size_t mw_before)
+ * forever: answer 500 for it. Each step (a middleware, the handler) is judged on what it did
+ * itself — mw_before and suspends_before are taken just before it ran — so a middleware that
+ * suspended earlier does not excuse a handler that, run later from a posted callback, returns
+ * without answering. */
+static void require_progress(nook_req *r, const char *what, size_t mw_before,
+                             unsigned suspends_before)
 {
     bool waits_for_body = r->streaming && r->body_fn;
-    if (r->state == RES_NONE && !r->cancelled && !r->token && !waits_for_body &&
-        r->mw_next == mw_before) {
+    if (r->state == RES_NONE && !r->cancelled && r->suspends == suspends_before &&
+        !waits_for_body && r->mw_next == mw_before) {
         core_log(r->w, NOOK_LOG_ERROR, "%s for %.*s %.*s returned without responding", what,
                  (int)r->method.len, r->method.ptr, (int)r->path.len, r->path.ptr);
         respond_error(r, 500, "Internal Server Error\n");
@@ -386,10 +391,11 @@ static void route(nook_req *r)
     }
     if (r->route) {
         size_t mark = r->mw_next;
+        unsigned suspends = r->suspends;
         r->depth++;
         core_route_call(r->route, r);
         r->depth--;
-        require_progress(r, "handler", mark);
+        require_progress(r, "handler", mark, suspends);
     } else if (r->allow) {
         nook_res_set_header(r, "Allow", r->allow);
         respond_error(r, 405, "Method Not Allowed\n");
@@ -412,10 +418,11 @@ static void run_chain(nook_req *r)
     }
     const core_mw *m = &mws[r->mw_next++];
     size_t mark = r->mw_next;
+    unsigned suspends = r->suspends;
     r->depth++;
     m->fn(r, m->user_data);
     r->depth--;
-    require_progress(r, "middleware", mark);
+    require_progress(r, "middleware", mark, suspends);
 }
 
 static void dispatch(nook_req *r)
@@ -809,7 +816,19 @@ int nook_filter_pass(nook_req *r, const void *data, size_t len, int end)
     return pass_from(r, r->filter_at->next, data, len, end != 0);
 }
 
-/* Sends the head: the handler's headers minus framing (the codec owns framing), plus Date. */
+/* 1xx, 204 and 304 responses never carry a body (RFC 9110 §6.4.1). */
+static bool status_bodiless(int status)
+{
+    return status < 200 || status == 204 || status == 304;
+}
+
+/* Sends the head: the handler's headers minus framing (the codec owns framing), plus Date.
+ * content_length is the body's length when the caller knows it (else -1) and end says the caller
+ * has no body bytes to send. Whether the response has a body at all is decided here, after the
+ * NOOK_ON_HEADERS hooks, from the status they leave: one that became bodiless (a hook turned a
+ * 200 into a 304) goes out as a head alone and its body is dropped — the caller sees sent_end and
+ * writes are counted and discarded — while one that stopped being bodiless (204 turned into 200)
+ * is framed like any other. HEAD keeps the length a GET would announce, without the body. */
 static int send_head(nook_req *r, int64_t content_length, bool end)
 {
     r->state = RES_STARTED;
@@ -820,6 +839,9 @@ static int send_head(nook_req *r, int64_t content_length, bool end)
     }
     if (r->filters && !end)
         content_length = -1; /* filters change the size */
+    if (status_bodiless(r->status))
+        content_length = -1; /* no framing at all: the codec must not announce a length */
+    end = end || r->head_req || status_bodiless(r->status);
     remove_headers(&r->res_hdrs, "content-length");
     remove_headers(&r->res_hdrs, "transfer-encoding");
     if (!find_hdr(&r->res_hdrs, "date", 4)) {
@@ -827,10 +849,8 @@ static int send_head(nook_req *r, int64_t content_length, bool end)
         if (rc != NOOK_OK)
             return rc;
     }
-    if (end || r->head_req) {
-        end = true;
+    if (end)
         r->sent_end = true;
-    }
     int rc = r->ops->send_head(r->stream, r->status, r->res_hdrs.v, r->res_hdrs.n,
                                content_length, end);
     if (rc != NOOK_OK) {
@@ -852,18 +872,17 @@ int nook_respond(nook_req *r, int status, const char *content_type, const void *
     if (content_type && (rc = nook_res_set_header(r, "Content-Type", content_type)) != NOOK_OK)
         return rc;
     r->status = status;
-    /* 204 and 304 never carry a body; everything else announces its length. */
-    bool bodiless = status == 204 || status == 304;
-    if (!bodiless && r->hooks[NOOK_ON_HEADERS]) {
-        /* Visible to NOOK_ON_HEADERS hooks (compression skips small bodies); the codec writes
-         * the real framing from the length passed to send_head, so without hooks this work is
-         * skipped. */
+    if (r->hooks[NOOK_ON_HEADERS]) {
+        /* Visible to NOOK_ON_HEADERS hooks (compression skips small bodies), whatever the
+         * status, as a hook may still change it; the codec writes the real framing from the
+         * length passed to send_head, so without hooks this work is skipped. */
         char clen[24];
         clen[io_fmt_dec(clen, len)] = '\0';
         if ((rc = nook_res_set_header(r, "Content-Length", clen)) != NOOK_OK)
             return rc;
     }
-    rc = send_head(r, bodiless ? -1 : (int64_t)len, len == 0 || bodiless);
+    /* send_head drops the body if the final status allows none (204, 304, HEAD). */
+    rc = send_head(r, (int64_t)len, len == 0);
     if (rc == NOOK_OK && !r->sent_end) {
         r->sent_end = true;
         rc = body_out(r, body, len, true);
@@ -884,8 +903,7 @@ int nook_res_start(nook_req *r)
     if (len == -2)
         return NOOK_EINVAL;
     r->declared_len = len;
-    bool bodiless = r->status == 204 || r->status == 304;
-    return send_head(r, bodiless ? -1 : len, bodiless);
+    return send_head(r, len, false);
 }
 
 /* The response can still be written to: not ended, and the client is still there. */
@@ -912,7 +930,7 @@ int nook_res_write(nook_req *r, const void *data, size_t len)
     }
     if (r->declared_len >= 0 && r->written + len > (uint64_t)r->declared_len)
         return NOOK_EINVAL;
-    if (r->sent_end) { /* HEAD, 204, 304: the body is not sent, but it is counted */
+    if (r->sent_end) { /* no body (HEAD, 204, 304): discarded, but counted */
         r->written += len;
         return NOOK_OK;
     }
@@ -935,21 +953,25 @@ int nook_res_end(nook_req *r)
     if (open != NOOK_OK)
         return open;
     if (r->state == RES_NONE) {
-        if (declared_length(&r->res_hdrs) > 0)
+        /* No body was written: only a response without one may have declared a length (a
+         * HEAD answer announces it; a 304 may describe the selected representation). */
+        int64_t declared = declared_length(&r->res_hdrs);
+        if (declared > 0 && !r->head_req && !status_bodiless(r->status))
             return NOOK_EINVAL;
-        bool bodiless = r->status == 204 || r->status == 304;
-        int rc = send_head(r, bodiless ? -1 : 0, true);
+        int rc = send_head(r, r->head_req && declared > 0 ? declared : 0, true);
         r->state = RES_ENDED;
         return rc;
     }
     r->state = RES_ENDED;
+    /* A body that is discarded (HEAD, 204, 304, also when a hook chose the status) cannot be
+     * short on the wire: the response ended with its head. */
+    if (r->sent_end)
+        return NOOK_OK;
     if (r->declared_len >= 0 && r->written < (uint64_t)r->declared_len) {
         r->sent_end = true;
         r->ops->abort(r->stream);
         return NOOK_EINVAL;
     }
-    if (r->sent_end)
-        return NOOK_OK;
     r->sent_end = true;
     return body_out(r, NULL, 0, true);
 }
@@ -1056,10 +1078,12 @@ nook_token *nook_req_suspend(nook_req *r)
     if (r->token) {
         /* Suspending twice hands out the same token with one more reference. */
         atomic_fetch_add(&r->token->refs, 1);
+        r->suspends++;
         return r->token;
     }
     const io_alloc *a = core_worker_alloc(r->w);
     nook_token *t = io_malloc(a, sizeof *t);
+    /* Without a token the request is not suspended: the step that asked still owes an answer. */
     if (!t)
         return NULL;
     atomic_init(&t->refs, 2); /* the caller's and the request's */
@@ -1067,6 +1091,7 @@ nook_token *nook_req_suspend(nook_req *r)
     t->loop = core_worker_loop(r->w);
     t->req = r;
     r->token = t;
+    r->suspends++;
     return t;
 }
 

@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
 """Middleware (nook_use / nook_next), way-out hooks (NOOK_ON_HEADERS, DONE, body filters) and
 late responses (nook_req_suspend / nook_token_post), over HTTP/1.1, h2c and HTTP/2 over TLS:
-the same behaviour on each.
+the same behaviour on each. A HEADERS hook that changes the status keeps the framing right
+(a body dropped for 204/304, one framed for a 204 turned 200, on whole, late and streamed
+responses); a handler that returns without answering gets 500 even after a middleware
+suspended; 1,000 late answers are in flight at once on each protocol, and every request and
+token is gone afterwards. The server runs two worker loops.
 
     python3 test_middleware.py --server PATH/nook_test_server --hello PATH/hello
 """
 import os
 import re
+import resource
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,7 +36,8 @@ def protocols(ctx):
 
 def fetch(flags, url, *extra):
     """Returns (status, headers dict with lower-case names, body, http_version)."""
-    rc, out, err = nt.curl("-s", "-D", "-", "-w", "\n%{http_version}", *flags, *extra, url)
+    rc, out, err = nt.curl("-s", "--max-time", "10", "-D", "-", "-w", "\n%{http_version}", *flags,
+                           *extra, url)
     eq(rc, 0, "curl exit code for %s" % url)
     text = out if isinstance(out, str) else out.decode("latin-1")
     head, _, rest = text.partition("\r\n\r\n")
@@ -108,6 +116,157 @@ def late_answers_with_query_body(ctx):
         eq((status, body), (200, "later!"), "%s: late answer" % name)
 
 
+# ---------------------------------------------------------------------------------------------
+# A HEADERS hook that changes the status: the framing follows the final status
+# ---------------------------------------------------------------------------------------------
+
+class H2:
+    """One HTTP/2 connection (h2c, or TLS with ALPN h2) driven with the h2 library, strict about
+    what comes back: requests go one at a time, each returns (status, headers, body, reset)."""
+
+    def __init__(self, port, tls):
+        import h2.config
+        import h2.connection
+        self.scheme = "https" if tls else "http"
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if tls:
+            tctx = ssl.create_default_context()
+            tctx.check_hostname = False
+            tctx.verify_mode = ssl.CERT_NONE
+            tctx.set_alpn_protocols(["h2"])
+            s = tctx.wrap_socket(s, server_hostname="localhost")
+        self.sock = s
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+
+    def get(self, path, headers=()):
+        import h2.events as ev
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "GET"), (":path", path),
+                                     (":scheme", self.scheme), (":authority", "127.0.0.1")]
+                               + list(headers), end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        hdrs, body, ended, reset = {}, b"", False, None
+        while not ended and reset is None:
+            data = self.sock.recv(65536)
+            expect(data, "the HTTP/2 connection to stay open while stream %d is answered" % sid)
+            for e in self.conn.receive_data(data):
+                if getattr(e, "stream_id", sid) != sid:
+                    continue
+                if isinstance(e, ev.ResponseReceived):
+                    hdrs = dict(e.headers)
+                elif isinstance(e, ev.DataReceived):
+                    body += e.data
+                    self.conn.acknowledge_received_data(e.flow_controlled_length, sid)
+                elif isinstance(e, ev.StreamEnded):
+                    ended = True
+                elif isinstance(e, ev.StreamReset):
+                    reset = e.error_code
+                elif isinstance(e, ev.ConnectionTerminated):
+                    raise AssertionError("expected the connection to stay open, got GOAWAY %s"
+                                         % e.error_code)
+            self.sock.sendall(self.conn.data_to_send())
+        return int(hdrs.get(":status", 0)), hdrs, body, reset
+
+    def close(self):
+        self.sock.close()
+
+
+# (path, X-Set-Status, what): responses a hook makes bodiless
+TO_BODILESS = [(p, code, "%s %s -> %s" % (what, p, code))
+               for code in ("304", "204")
+               for p, what in (("/mw/hello", "whole"), ("/mw/late", "late"),
+                               ("/mw/stream", "streamed"),
+                               ("/mw/stream?declared=1", "streamed with Content-Length"))]
+# 204 answers a hook turns into 200: they need framing (an empty body)
+FROM_BODILESS = [("/mw/nocontent?mode=%s" % m, "200", "%s 204 -> 200" % m)
+                 for m in ("whole", "stream", "late")]
+
+
+@case
+def status_changed_by_a_hook_frames_the_response_h1(ctx):
+    # Two requests on one connection, read strictly: body bytes after a 304, or a 200 with no
+    # framing, make the second response unreadable (or the read time out).
+    for path, code, what in TO_BODILESS + FROM_BODILESS:
+        with nt.connect(ctx.plain) as s:
+            s.sendall(nt.request_bytes("GET", path, [("X-Set-Status", code)]))
+            rd = nt.Reader(s)
+            r = rd.read_response("GET")
+            eq((r.status, r.header("x-mw-status")), (int(code), code), "%s: status" % what)
+            eq(r.body, b"", "%s: body" % what)
+            if code == "200":
+                expect(r.header("content-length") == "0" or r.chunked,
+                       "%s: Content-Length: 0 or an empty chunked body" % what, r.header_list)
+            else:
+                eq((r.header("content-length"), r.header("transfer-encoding")), (None, None),
+                   "%s: no framing fields" % what)
+            s.sendall(nt.request_bytes("GET", "/mw/hello"))
+            nxt = rd.read_response("GET")
+            eq((nxt.status, nxt.body), (200, b"hello from handler"),
+               "%s: the next request on the same connection" % what)
+
+
+@case
+def status_changed_by_a_hook_frames_the_response_h2(ctx):
+    for name, port, tls in (("h2c", ctx.plain, False), ("h2-tls", ctx.tls, True)):
+        c = H2(port, tls)
+        try:
+            for path, code, what in TO_BODILESS + FROM_BODILESS:
+                status, h, body, reset = c.get(path, [("x-set-status", code)])
+                what = "%s %s" % (name, what)
+                eq((status, h.get("x-mw-status"), body, reset), (int(code), code, b"", None),
+                   "%s: status, hook's view, body, reset" % what)
+                if code != "200":
+                    eq(h.get("content-length"), None, "%s: no content-length" % what)
+                status, _, body, reset = c.get("/mw/hello")
+                eq((status, body, reset), (200, b"hello from handler", None),
+                   "%s: the next stream on the same connection" % what)
+        finally:
+            c.close()
+
+
+@case
+def declared_length_without_body_is_only_for_head(ctx):
+    # nook_res_end() with a Content-Length declared and nothing written: a HEAD answer announces
+    # the length; a GET cannot be answered so (NOOK_EINVAL), and its handler gets the 500.
+    for name, flags, base, _ in protocols(ctx):
+        url = base + "/mw/stream?declared=1&write=0"
+        rc, out, err = nt.curl("-s", "-I", "--max-time", "10", *flags, url)
+        eq(rc, 0, "%s: curl exit code for HEAD (stderr %s)" % (name, err))
+        head = out.decode("latin-1").lower()
+        expect(head.split(" ")[1] == "200" and "content-length: 13\r\n" in head,
+               "%s: HEAD answered 200 with Content-Length: 13" % name, head)
+        eq(fetch(flags, url)[0], 500, "%s: GET status" % name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The automatic 500 is judged per step, also after a middleware suspended
+# ---------------------------------------------------------------------------------------------
+
+@case
+def handler_answers_after_middleware_suspended(ctx):
+    for name, flags, base, _ in protocols(ctx):
+        status, h, body, _ = fetch(flags, base + "/mw/hello", "-H", "X-MW-Suspend: 1")
+        eq((status, body), (200, "hello from handler"), "%s: answer after nook_next from a "
+           "posted callback" % name)
+        eq(h.get("x-mw-status"), "200", "%s: the middleware's hook" % name)
+
+
+@case
+def silent_handler_gets_500_also_after_middleware_suspended(ctx):
+    for name, flags, base, _ in protocols(ctx):
+        for suspend in ("0", "1"):
+            status, h, body, _ = fetch(flags, base + "/mw/noresponse", "-H",
+                                       "X-MW-Suspend: " + suspend)
+            eq((status, body), (500, "Internal Server Error\n"),
+               "%s, X-MW-Suspend %s: a handler that returns without answering" % (name, suspend))
+            eq(h.get("x-mw-status"), "500", "%s: hooks see the 500" % name)
+    expect("handler for GET /mw/noresponse returned without responding" in ctx.srv.stderr(),
+           "the 500 logged", ctx.srv.stderr()[-500:])
+
+
 def h2load(*args):
     p = subprocess.run(["h2load", *args], capture_output=True, text=True, timeout=120)
     m = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
@@ -116,19 +275,69 @@ def h2load(*args):
     return tuple(int(x) for x in m.groups())
 
 
+def stats(ctx, query=""):
+    """The test server's /stats counters as a dict of ints."""
+    status, _, body, _ = fetch(["--http1.1"], "http://127.0.0.1:%d/stats%s" % (ctx.plain, query))
+    eq(status, 200, "/stats status")
+    return {k: int(v) for k, v in (line.split("=") for line in body.split())}
+
+
+def settled_stats(ctx, timeout=5.0):
+    """/stats once no late request and no token is left (DONE runs just after the client has
+    its response), or as it is at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = stats(ctx)
+        if (st["late_live"], st["tokens"]) == (0, 0) or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
+def thousand_in_flight(ctx, what, *h2load_args):
+    # gate=1000: no answer leaves before 1,000 requests were in flight at once (or 15 s passed,
+    # which then fails below): the pool of answering threads holds them.
+    stats(ctx, "?reset=1")
+    got = h2load(*h2load_args)
+    st = settled_stats(ctx)
+    eq(got, (1000, 1000, 0, 0), "%s: total, succeeded, failed, errored" % what)
+    eq(st["late_peak"], 1000, "%s: late requests in flight at once" % what)
+    eq((st["late_live"], st["tokens"]), (0, 0), "%s: live late requests and tokens afterwards"
+       % what)
+
+
+LATE_URL = "%s://127.0.0.1:%d/async?ms=10&gate=1000"
+
+
 @case
 def thousand_concurrent_late_answers_h2(ctx):
-    # 1,000 requests in flight at once on 10 connections, each answered from another thread.
-    got = h2load("-n", "1000", "-c", "10", "-m", "100", "http://127.0.0.1:%d/async?ms=100" % ctx.plain)
-    eq(got, (1000, 1000, 0, 0), "h2c: total, succeeded, failed, errored")
-    got = h2load("-n", "1000", "-c", "10", "-m", "100", "https://127.0.0.1:%d/async?ms=100" % ctx.tls)
-    eq(got, (1000, 1000, 0, 0), "h2 over TLS: total, succeeded, failed, errored")
+    # 1,000 requests in flight at once on 10 connections, answered from the pool's threads.
+    thousand_in_flight(ctx, "h2c", "-n", "1000", "-c", "10", "-m", "100",
+                       LATE_URL % ("http", ctx.plain))
+    thousand_in_flight(ctx, "h2 over TLS", "-n", "1000", "-c", "10", "-m", "100",
+                       LATE_URL % ("https", ctx.tls))
 
 
 @case
 def thousand_concurrent_late_answers_h1(ctx):
-    got = h2load("--h1", "-n", "1000", "-c", "500", "http://127.0.0.1:%d/async?ms=100" % ctx.plain)
-    eq(got, (1000, 1000, 0, 0), "HTTP/1.1: total, succeeded, failed, errored")
+    # HTTP/1.1 has one request per connection in flight: 1,000 connections.
+    thousand_in_flight(ctx, "HTTP/1.1", "--h1", "-n", "1000", "-c", "1000",
+                       LATE_URL % ("http", ctx.plain))
+
+
+@case
+def nghttp_sees_late_answers(ctx):
+    for name, base in (("h2c", "http://127.0.0.1:%d" % ctx.plain),
+                       ("h2-tls", "https://127.0.0.1:%d" % ctx.tls)):
+        rc, out, err = nt.run_tool(["nghttp", "-nv", base + "/mw/late"], timeout=20)
+        text = out.decode("utf-8", "replace")
+        eq(rc, 0, "%s: nghttp exit code (stderr %s)" % (name, err[-300:]))
+        expect(re.search(r"recv \(stream_id=\d+\) :status: 200$", text, re.M),
+               "%s: :status 200 from nghttp -nv" % name, text[-1500:])
+        expect(re.search(r"recv \(stream_id=\d+\) x-mw: seen$", text, re.M),
+               "%s: the middleware's header" % name, text[-1500:])
+        rc, out, err = nt.run_tool(["nghttp", base + "/async?ms=30&body=late-for-nghttp"],
+                                   timeout=20)
+        eq((rc, out), (0, b"late-for-nghttp"), "%s: nghttp exit code and body" % name)
 
 
 @case
@@ -192,9 +401,15 @@ def client_reset_is_reported_h2(ctx):
 
 
 def setup(opts):
-    srv = nt.plain_and_tls_server(opts.server)
+    # 1,000 HTTP/1.1 connections at once need as many descriptors, in h2load and the server.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    srv = nt.plain_and_tls_server(opts.server, "--threads", "2")
     ctx = type("Ctx", (), {})()
     ctx.plain, ctx.tls = srv.ports
+    ctx.srv = srv
     return (ctx,), (srv,)
 
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""The built-in middleware (access log, CORS, request id, rate limit) as the middleware example
-wires them, over HTTP/1.1, h2c and HTTP/2 over TLS: the same behaviour on each.
+"""The built-in middleware (access log, CORS, request id, rate limit, compression) as the
+middleware example wires them, over HTTP/1.1, h2c and HTTP/2 over TLS: the same behaviour on
+each. The access log is checked in all three formats, and through a callback sink (the test
+server's --access-log) for streamed, late and cancelled requests.
 
     python3 test_mw_builtin.py --server PATH/nook_test_server --hello PATH/hello
 
 The example is found next to hello (PATH/middleware).
 """
+import calendar
 import json
 import os
 import re
@@ -13,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 sys.dont_write_bytecode = True
@@ -295,6 +299,202 @@ def rate_limit_forgets_the_least_recent_client_when_full(ctx):
         eq(get_from("127.0.0.2", port), 200, "127.0.0.2: forgotten, so a full bucket again")
 
 
+# ---------------------------------------------------------------------------------------------
+# Compression, as the example wires it
+# ---------------------------------------------------------------------------------------------
+
+def has_vary(headers, token):
+    values = ", ".join(headers.get("vary", []))
+    return token.lower() in [v.strip().lower() for v in values.split(",")]
+
+
+@case
+def large_page_is_gzip_compressed_on_every_protocol(ctx):
+    for name, flags, base, _ in protocols(ctx):
+        status, h, page = fetch(flags, base + "/about")
+        eq((status, one(h, "content-encoding")), (200, None), "%s: without Accept-Encoding" % name)
+        expect(len(page) >= 1024, "%s: a page of at least 1 KiB" % name, len(page))
+        status, h, body = fetch(flags, base + "/about", "-H", "Accept-Encoding: gzip")
+        eq((status, one(h, "content-encoding")), (200, "gzip"), "%s: Content-Encoding" % name)
+        expect(has_vary(h, "Accept-Encoding"), "%s: Vary: Accept-Encoding" % name, h.get("vary"))
+        eq(one(h, "content-length"), None, "%s: no Content-Length for the gzip body" % name)
+        raw = body.encode("latin-1")
+        expect(len(raw) < len(page), "%s: smaller than the page" % name, len(raw))
+        eq(zlib.decompress(raw, 31).decode("latin-1"), page, "%s: inflated body" % name)
+        # The short answers stay as they are, with Vary all the same.
+        status, h, body = fetch(flags, base + "/", "-H", "Accept-Encoding: gzip")
+        eq((status, body, one(h, "content-encoding")), (200, "public", None),
+           "%s: / below the threshold" % name)
+        expect(has_vary(h, "Accept-Encoding"), "%s: Vary on the small answer" % name, h.get("vary"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Access log: Common and Combined Log Format lines from a live server
+# ---------------------------------------------------------------------------------------------
+
+CLF = re.compile(r'^(?P<ip>\S+) - - \[(?P<day>\d\d)/(?P<mon>[A-Z][a-z]{2})/(?P<year>\d{4}):'
+                 r'(?P<hms>\d\d:\d\d:\d\d) \+0000\] "(?P<method>\S+) (?P<target>\S+) '
+                 r'(?P<proto>HTTP/[0-9.]+)" (?P<status>\d{3}) (?P<bytes>\d+)'
+                 r'(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)")?$')
+
+
+def clf_entry(srv, target, timeout=5.0):
+    """The one CLF line (parsed) whose request target is `target`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in (CLF.match(l) for l in srv.stderr().splitlines())
+                 if m and m.group("target") == target]
+        if found or time.monotonic() > deadline:
+            eq(len(found), 1, "CLF lines for %s" % target)
+            return found[0]
+        time.sleep(0.02)
+
+
+def check_clf_time(m, what):
+    logged = time.strptime("%s/%s/%s:%s" % (m["day"], m["mon"], m["year"], m["hms"]),
+                           "%d/%b/%Y:%H:%M:%S")
+    expect(abs(calendar.timegm(logged) - time.time()) < 300, "%s: the time, in UTC" % what,
+           m.group(0))
+
+
+@case
+def access_log_common_and_combined_formats(ctx):
+    for fmt in ("common", "combined"):
+        srv = nt.TlsTestServer(ctx.binary, "--print-port", "--log", fmt, "--rate", "100000",
+                               "--burst", "100000")
+        srv.name = "middleware --log " + fmt
+        with srv:
+            c = type("Ctx", (), {"plain": srv.ports[0], "tls": srv.ports[1]})()
+            for name, flags, base, proto in protocols(c):
+                for path, want_status, want_body in (("/private", 401, "unauthorized\n"),
+                                                     ("/", 200, "public")):
+                    target = "%s?case=%s-%s" % (path, fmt, name)
+                    status, _, body = fetch(flags, base + target, "-A", "agent/" + name,
+                                            "-e", "https://ref.example/" + name)
+                    eq((status, body), (want_status, want_body), "%s %s: answer" % (fmt, target))
+                    m = clf_entry(srv, target)
+                    what = "%s %s" % (fmt, target)
+                    got = (m["ip"], m["method"], m["proto"], int(m["status"]), int(m["bytes"]))
+                    eq(got, ("127.0.0.1", "GET", proto, want_status, len(want_body)),
+                       "%s: ip, method, protocol, status, bytes" % what)
+                    check_clf_time(m, what)
+                    if fmt == "combined":
+                        eq((m["referer"], m["agent"]), ("https://ref.example/" + name,
+                                                        "agent/" + name), "%s: referer, agent" % what)
+                    else:
+                        eq(m["referer"], None, "%s: no referer/agent fields" % what)
+            # Quotes, backslashes and bytes that are not ASCII are escaped: the line keeps its
+            # shape and no field can be forged.
+            target = "/?case=%s-escape" % fmt
+            r = nt.http(srv.ports[0], "GET", target,
+                        headers=[("User-Agent", b'evil" 200 9 "x\\ \xff'), ("Referer", b"-")])
+            eq(r.status, 200, "%s escape: status" % fmt)
+            m = clf_entry(srv, target)
+            eq((int(m["status"]), int(m["bytes"])), (200, 6), "%s escape: real status and bytes"
+               % fmt)
+            if fmt == "combined":
+                eq(m["agent"], 'evil\\" 200 9 \\"x\\\\ \\xff', "%s escape: the agent as logged" % fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Access log through a callback sink (the test server's --access-log): streamed, late and
+# cancelled requests are logged when they end, with their status, bytes and duration
+# ---------------------------------------------------------------------------------------------
+
+SINK_PREFIX = "ACCESS(test-sink) "
+
+
+def sink_entries(srv):
+    return [json.loads(l[len(SINK_PREFIX):]) for l in srv.stderr().splitlines()
+            if l.startswith(SINK_PREFIX)]
+
+
+def sink_entry(srv, target, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in sink_entries(srv) if e.get("target") == target]
+        if found or time.monotonic() > deadline:
+            eq(len(found), 1, "sink lines for %s" % target)
+            return found[0]
+        time.sleep(0.02)
+
+
+def logged(srv, target):
+    e = sink_entry(srv, target)
+    expect(isinstance(e.get("duration_us"), int) and e["duration_us"] > 0,
+           "%s: a positive duration_us" % target, e)
+    return e["status"], e["bytes"], e["duration_us"], e["protocol"]
+
+
+@case
+def access_log_callback_sink_sees_streamed_late_and_cancelled_requests(ctx):
+    srv = nt.TlsTestServer(ctx.test_server, "--access-log", "json", "--threads", "2")
+    with srv:
+        plain, tls = srv.ports
+        c = type("Ctx", (), {"plain": plain, "tls": tls})()
+        for name, flags, base, proto in protocols(c):
+            # Streamed: 4 pieces of 1000 bytes, written with nook_res_write.
+            target = "/stream?n=4&size=1000&case=" + name
+            status, _, body = fetch(flags, base + target)
+            eq((status, len(body)), (200, 4000), "%s: streamed answer" % name)
+            st, nbytes, _, p = logged(srv, target)
+            eq((st, nbytes, p), (200, 4000, proto), "%s streamed: status, bytes, protocol" % name)
+            # Late: answered from another thread after 150 ms.
+            target = "/async?ms=150&body=later&case=" + name
+            eq(fetch(flags, base + target)[::2], (200, "later"), "%s: late answer" % name)
+            st, nbytes, us, _ = logged(srv, target)
+            eq((st, nbytes), (200, 5), "%s late: status and bytes" % name)
+            expect(us >= 150000, "%s late: a duration of at least the 150 ms wait" % name, us)
+        # Cancelled before the late answer (HTTP/1.1: the client closes; h2c: curl gives up and
+        # leaves): logged when the client went, with the status it had (nothing sent: 200, 0).
+        target = "/async?ms=3000&body=never&case=cancel-h1"
+        with nt.connect(plain) as s:
+            s.sendall(nt.request_bytes("GET", target))
+            time.sleep(0.1)
+        st, nbytes, us, _ = logged(srv, target)
+        eq((st, nbytes), (200, 0), "h1 cancelled late request: status and bytes")
+        expect(us < 2500000, "h1 cancelled: logged when the client left, not at the answer", us)
+        target = "/async?ms=3000&body=never&case=cancel-h2c"
+        rc, _, _ = nt.curl("-s", "--http2-prior-knowledge", "-m", "0.3", "-o", "/dev/null",
+                           "http://127.0.0.1:%d%s" % (plain, target))
+        eq(rc, 28, "curl gave up (timeout)")
+        st, nbytes, us, _ = logged(srv, target)
+        eq((st, nbytes), (200, 0), "h2c cancelled late request: status and bytes")
+        expect(us < 2500000, "h2c cancelled: logged when the client left", us)
+        # Cancelled mid-body: a 64 MiB stream the client abandons after its first bytes.
+        target = "/stream?n=1024&size=65536&case=cancel-mid-body"
+        with nt.connect(plain) as s:
+            s.sendall(nt.request_bytes("GET", target))
+            expect(len(s.recv(65536)) > 0, "the first bytes of the stream")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        st, nbytes, _, _ = logged(srv, target)
+        eq(st, 200, "cancelled mid-body: status")
+        expect(0 < nbytes < 1024 * 65536, "cancelled mid-body: some bytes, not all", nbytes)
+        # Every line came through the callback with its user_data; none went to stderr bare.
+        bare = [l for l in srv.stderr().splitlines() if l.startswith("{")]
+        eq(bare, [], "access log lines written without the sink")
+
+
+# ---------------------------------------------------------------------------------------------
+# nghttp: a CORS preflight
+# ---------------------------------------------------------------------------------------------
+
+@case
+def nghttp_cors_preflight(ctx):
+    for name, base in (("h2c", "http://127.0.0.1:%d" % ctx.plain),
+                       ("h2-tls", "https://127.0.0.1:%d" % ctx.tls)):
+        rc, out, err = nt.run_tool(["nghttp", "-nv", "-H", ":method: OPTIONS", "-H",
+                                    "origin: " + ORIGIN, "-H",
+                                    "access-control-request-method: POST",
+                                    base + "/private?case=nghttp-" + name], timeout=20)
+        text = out.decode("utf-8", "replace")
+        eq(rc, 0, "%s: nghttp exit code (stderr %s)" % (name, err[-300:]))
+        recv = dict(re.findall(r"recv \(stream_id=\d+\) ([^:\s][^:]*|:status): (.*)$", text, re.M))
+        eq(recv.get(":status"), "204", "%s: preflight status" % name)
+        eq(recv.get("access-control-allow-origin"), ORIGIN, "%s: allowed origin" % name)
+        eq(recv.get("access-control-allow-methods"), "GET, POST", "%s: allowed methods" % name)
+
+
 def setup(opts):
     binary = middleware_binary(opts)
     # One cleartext listener (HTTP/1.1 and h2c), one TLS listener; a limit no case reaches.
@@ -303,7 +503,7 @@ def setup(opts):
     srv.name = "middleware"
     srv.start()
     ctx = type("Ctx", (), {})()
-    ctx.srv, ctx.binary = srv, binary
+    ctx.srv, ctx.binary, ctx.test_server = srv, binary, opts.server
     ctx.plain, ctx.tls = srv.ports
     return (ctx,), (srv,)
 

@@ -3,13 +3,16 @@
 HTTP/1.1, h2c and h2 over TLS: gzip bodies inflate to the original, br decodes (checked with
 curl's own decoder), Accept-Encoding q-values decide, small files, images and HEAD stay
 uncompressed with their Content-Length, Vary: Accept-Encoding is there, 304/206 are left alone,
-and a large body is compressed piece by piece (each piece flushed as it is written).
+and a large body is compressed piece by piece (each piece flushed as it is written). nghttp
+gets a gzip file; a stream written in pieces over time (the test server's /gz/pieces) reaches an
+HTTP/2 client piece by piece, each inflating whole before the next is written.
 
     python3 test_mw_compress.py --server PATH/nook_test_server --hello PATH/hello
 """
 import hashlib
 import os
 import random
+import re
 import shutil
 import socket
 import sys
@@ -235,6 +238,112 @@ def cancelled_compressed_downloads_free_their_encoders(ctx):
         eq(zlib.decompress(r.body, 31), ctx.files["page.html"], "%s: still serving" % name)
 
 
+@case
+def nghttp_gets_a_gzip_static_file(ctx):
+    # nghttp asks for "gzip, deflate" and inflates what it receives.
+    plain, tls = ctx.srv.ports
+    for name, base in (("h2c", "http://127.0.0.1:%d" % plain),
+                       ("h2-tls", "https://127.0.0.1:%d" % tls)):
+        rc, out, err = nt.run_tool(["nghttp", "-nv", base + "/page.html"], timeout=20)
+        text = out.decode("utf-8", "replace")
+        eq(rc, 0, "%s: nghttp exit code (stderr %s)" % (name, err[-300:]))
+        recv = dict(re.findall(r"recv \(stream_id=\d+\) ([^:\s][^:]*|:status): (.*)$", text, re.M))
+        eq((recv.get(":status"), recv.get("content-encoding")), ("200", "gzip"),
+           "%s: status and coding" % name)
+        rc, out, err = nt.run_tool(["nghttp", base + "/page.html"], timeout=20)
+        eq((rc, md5(out)), (0, md5(ctx.files["page.html"])), "%s: inflated body" % name)
+
+
+# ---------------------------------------------------------------------------------------------
+# A compressed stream over HTTP/2: every piece is flushed when it is written (the test server's
+# /gz/pieces writes a piece, waits, writes the next, from callbacks posted by another thread)
+# ---------------------------------------------------------------------------------------------
+
+def piece_text(k, size):
+    """Piece k of /gz/pieces, as the test server builds it."""
+    head = b"piece %d\n" % k
+    words = b"nook streams compressed pieces "
+    return head + (words * (size // len(words) + 1))[:size - len(head)]
+
+
+def h2_timed_get(port, tls, path, headers=()):
+    """One GET over h2c or h2 over TLS with the h2 library. Returns (response headers,
+    [(seconds since the request, inflated bytes so far)] per DATA frame, seconds at the end of
+    the stream, the raw body)."""
+    import ssl
+    import time
+    import h2.config
+    import h2.connection
+    import h2.events as ev
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        tctx = ssl.create_default_context()
+        tctx.check_hostname = False
+        tctx.verify_mode = ssl.CERT_NONE
+        tctx.set_alpn_protocols(["h2"])
+        s = tctx.wrap_socket(s, server_hostname="localhost")
+    with s:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                    header_encoding="utf-8"))
+        conn.initiate_connection()
+        conn.send_headers(1, [(":method", "GET"), (":path", path),
+                              (":scheme", "https" if tls else "http"),
+                              (":authority", "127.0.0.1")] + list(headers), end_stream=True)
+        t0 = time.monotonic()
+        s.sendall(conn.data_to_send())
+        hdrs, raw, arrivals, inflater, inflated = {}, b"", [], zlib.decompressobj(31), 0
+        while True:
+            data = s.recv(65536)
+            expect(data, "the connection to stay open until the stream ends")
+            for e in conn.receive_data(data):
+                if isinstance(e, ev.ResponseReceived):
+                    hdrs = dict(e.headers)
+                elif isinstance(e, ev.DataReceived):
+                    raw += e.data
+                    inflated += len(inflater.decompress(e.data))
+                    arrivals.append((time.monotonic() - t0, inflated))
+                    conn.acknowledge_received_data(e.flow_controlled_length, 1)
+                elif isinstance(e, ev.StreamEnded):
+                    return hdrs, arrivals, time.monotonic() - t0, raw
+                elif isinstance(e, (ev.StreamReset, ev.ConnectionTerminated)):
+                    raise AssertionError("expected the stream to end, got %s" % e)
+            s.sendall(conn.data_to_send())
+
+
+@case
+def compressed_stream_over_h2_is_flushed_piece_by_piece(ctx):
+    n, size, ms = 4, 3000, 300
+    want = b"".join(piece_text(k, size) for k in range(n))
+    plain, tls = ctx.ts.ports
+    for name, port, is_tls in (("h2c", plain, False), ("h2-tls", tls, True)):
+        hdrs, arrivals, t_end, raw = h2_timed_get(
+            port, is_tls, "/gz/pieces?n=%d&size=%d&ms=%d" % (n, size, ms),
+            [("accept-encoding", "gzip")])
+        eq((hdrs.get(":status"), hdrs.get("content-encoding")), ("200", "gzip"),
+           "%s: status and coding" % name)
+        expect("accept-encoding" in hdrs.get("vary", "").lower(), "%s: Vary" % name, hdrs)
+        eq(zlib.decompress(raw, 31), want, "%s: the whole body inflated" % name)
+        # What has arrived inflates to exactly k whole pieces, for each k in turn, about one
+        # interval apart: each piece was flushed when it was written, none waited for the next.
+        reached = {got: t for t, got in reversed(arrivals)}  # inflated total -> first time
+        times = []
+        for k in range(1, n + 1):
+            expect(k * size in reached, "%s: the bytes received inflate to exactly %d piece(s) "
+                   "at some point" % (name, k), [got for _, got in arrivals])
+            times.append(reached[k * size])
+        for k in range(1, n):
+            expect(times[k] - times[k - 1] >= ms / 1000.0 * 0.5,
+                   "%s: piece %d whole about %d ms after piece %d" % (name, k, ms, k - 1),
+                   ["%.3f" % t for t in times])
+        t_first = times[0]
+        expect(t_end - t_first >= (n - 1) * ms / 1000.0 * 0.8,
+               "%s: the first piece %.2f s or more before the end" % (name, (n - 1) * ms / 1000.0),
+               "first at %.3f s, end at %.3f s" % (t_first, t_end))
+        print("measure: %s compressed stream: first piece inflated at %.3f s, end at %.3f s, "
+              "%d DATA frames, %d bytes for %d" % (name, t_first, t_end, len(arrivals), len(raw),
+                                                   len(want)))
+
+
 def setup(opts):
     binary = Path(opts.hello).resolve().parent / "static"
     base = Path(tempfile.mkdtemp(prefix="nook-compress-"))
@@ -242,7 +351,8 @@ def setup(opts):
     ctx = type("Ctx", (), {})()
     ctx.files = make_docroot(base)
     ctx.srv = StaticExample(binary, base).start()
-    return (ctx,), (ctx.srv,)
+    ctx.ts = nt.plain_and_tls_server(opts.server, "--threads", "2")
+    return (ctx,), (ctx.srv, ctx.ts)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,13 @@
  *
  *   nook_test_server [--tls-cert F --tls-key F] [--listen ADDR]... [--threads N] [--no-h2]
  *                    [--opt NAME=VALUE]... [--drain MS] [--quiet]
+ *                    [--access-log common|combined|json] [--static DIR]
  *
  * Listeners after --tls-cert/--tls-key serve TLS (ALPN h2 / http/1.1); others are cleartext
  * (HTTP/1.1 and h2c). --no-h2 sets NOOK_OPT_HTTP2 to 0.
+ * --access-log logs every request through a sink callback: each line goes to stderr as
+ * "ACCESS(<tag>) <line>", the tag read from the sink's user_data ("test-sink").
+ * --static DIR serves DIR under /static with nook_use_static.
  * Prints "port P" (one line per listener, in order) on stdout once listening, then serves until
  * SIGTERM/SIGINT, which stops it with a drain of --drain milliseconds (default 2000).
  * Options: NAME is a nook_opt without the prefix, e.g. MAX_BODY=1024.
@@ -32,7 +36,17 @@
  *   GET  /peer                 the peer address
  *   GET  /thread               an id of the worker thread that ran the handler
  *   /any                       any method: body is the method
- *   GET  /async?ms=N&body=B    answered from another thread after N ms (default 10) with B
+ *   GET  /async?ms=N&body=B[&gate=G]   answered by one of a pool of threads after N ms (default
+ *                              10) with B; with gate, not before G /async requests were in
+ *                              flight at once since the last /stats?reset=1 (or 15 s passed)
+ *   GET  /stats[?reset=1]      counters, one "name=value" per line: late_live (late-route
+ *                              requests whose DONE has not run), late_peak (most at once since
+ *                              the last reset), tokens (tokens the test server holds),
+ *                              sendfile_calls / sendfile_bytes (sendfile(2) calls the library
+ *                              made, counted by an interposed sendfile)
+ *   GET  /gz/pieces?n=N&ms=M&size=S   compressed (nook_use_compress on /gz): N text pieces of
+ *                              S bytes, "piece K\n" first, written M ms apart from a posted
+ *                              callback (a stream whose pieces must be flushed)
  *   POST /upload[?pause_ms=N][&reject=1]   streaming body: answers "bytes=N fnv=HEX" at the
  *                              end; pause_ms holds the body after every piece for N ms (a slow
  *                              consumer: the client is held back); reject answers 401 at once
@@ -42,21 +56,34 @@
  *   - otherwise adds "X-MW: seen" and "X-MW-Status: <status>" on the way out (HEADERS hook),
  *     and counts finished requests (DONE hook) for GET /mw/count;
  *   - "X-Upper: 1" → a body filter upper-cases the response body.
+ *   - "X-Set-Status: NNN" → a HEADERS hook changes the status to NNN on the way out (it runs
+ *     before the X-MW-Status one, which so reports NNN);
+ *   - "X-MW-Suspend: 1" → the middleware suspends and continues (nook_next) from a callback
+ *     posted by another thread 10 ms later.
  *   GET /mw/hello   "hello from handler"         GET /mw/stream   3 pieces, streamed
+ *   GET /mw/stream?declared=1[&write=0]   the same with Content-Length: 13 declared (write=0:
+ *                   nothing written before nook_res_end: fine for HEAD, 500 for GET)
+ *   GET /mw/nocontent?mode=whole|stream|late   204 without a body (nook_respond, nook_res_start
+ *                   + nook_res_end, or nook_respond from another thread after 20 ms)
+ *   GET /mw/noresponse   returns without responding (→ 500)
  *   GET /mw/late    "late answer", from another thread after 20 ms
  *   GET /mw/count   the number of /mw requests finished before this one
  *   GET /mw/cancelled   how many /mw requests were cancelled (client gone: CANCEL hook)
  */
-#define _POSIX_C_SOURCE 200809L /* sigaction, strndup */
+#define _GNU_SOURCE /* sigaction, strndup, RTLD_NEXT */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
 
 #include "nook.h"
 
@@ -281,6 +308,21 @@ static void on_sendfile(nook_req *req, void *ud)
                       (uint64_t)query_long(req, "len", 0));
 }
 
+/* The library's sendfile(2) calls land here rather than in libc: a symbol defined in the
+ * executable comes first in the dynamic linker's search order. Counting them lets a test prove
+ * which connections get zero-copy bodies (cleartext HTTP/1.1) and which never do (TLS, h2). */
+static atomic_ulong sendfile_calls, sendfile_bytes;
+static ssize_t (*real_sendfile)(int, int, off_t *, size_t); /* set by main() before serving */
+
+ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    ssize_t n = real_sendfile(out_fd, in_fd, offset, count);
+    atomic_fetch_add(&sendfile_calls, 1);
+    if (n > 0)
+        atomic_fetch_add(&sendfile_bytes, (unsigned long)n);
+    return n;
+}
+
 static void on_trailers(nook_req *req, void *ud)
 {
     (void)ud;
@@ -318,11 +360,16 @@ static void on_any(nook_req *req, void *ud)
     text(req, 200, nook_req_method(req));
 }
 
-/* ---- a timer thread that answers suspended requests later (late responses) ---- */
+/* ---- a pool of threads that answer suspended requests later (late responses) ---- */
+
+#define LATE_THREADS 4     /* answers come from several threads at once, as in a real application */
+#define GATE_WAIT_MS 15000 /* longest a gated answer waits for the crowd it asks for */
 
 typedef struct late_job {
     struct late_job *next;
     struct timespec due;
+    long gate;                    /* run once late_peak reached it (0: no gate)... */
+    struct timespec gate_expires; /* ...or once this has passed */
     nook_token *token;
     nook_handler_fn fn; /* runs on the request's loop */
     void *arg;
@@ -333,9 +380,41 @@ static pthread_cond_t late_cond = PTHREAD_COND_INITIALIZER;
 static late_job *late_jobs; /* sorted by due time */
 static bool late_quit;
 
+/* For /stats, from loop threads and the pool alike: late-route requests whose DONE has not run,
+ * the most of them at once since the last reset, and tokens the test server holds. */
+static atomic_long late_live, late_peak, tokens_held;
+
 static bool before(const struct timespec *a, const struct timespec *b)
 {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static struct timespec after_ms(long ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_nsec += (ms % 1000) * 1000000L;
+    t.tv_sec += ms / 1000 + t.tv_nsec / 1000000000L;
+    t.tv_nsec %= 1000000000L;
+    return t;
+}
+
+static void late_done(nook_req *req, void *ud)
+{
+    (void)req;
+    (void)ud;
+    atomic_fetch_sub(&late_live, 1);
+}
+
+/* Counts a late-route request as live until its DONE hook runs. */
+static void late_track(nook_req *req)
+{
+    if (nook_req_on(req, NOOK_ON_DONE, late_done, NULL) != NOOK_OK)
+        return;
+    long live = atomic_fetch_add(&late_live, 1) + 1;
+    long peak = atomic_load(&late_peak);
+    while (live > peak && !atomic_compare_exchange_weak(&late_peak, &peak, live))
+        ;
 }
 
 /* Runs on the request's loop (or with NULL if the request is gone). */
@@ -347,6 +426,32 @@ static void late_answer(nook_req *req, void *ud)
     free(body);
 }
 
+/* Due, and not held back by a gate that is still closed. Called with late_lock held. */
+static bool job_ready(const late_job *j, const struct timespec *now)
+{
+    if (late_quit)
+        return true;
+    if (before(now, &j->due))
+        return false;
+    return j->gate == 0 || atomic_load(&late_peak) >= j->gate || !before(now, &j->gate_expires);
+}
+
+/* When a job that is not ready may become so without anyone signalling: its due time, or its
+ * gate's expiry. */
+static struct timespec job_wake(const late_job *j, const struct timespec *now)
+{
+    return before(now, &j->due) ? j->due : j->gate_expires;
+}
+
+static void run_job(late_job *j)
+{
+    if (nook_token_post(j->token, j->fn, j->arg) != NOOK_OK)
+        j->fn(NULL, j->arg);
+    nook_token_release(j->token);
+    atomic_fetch_sub(&tokens_held, 1);
+    free(j);
+}
+
 static void *late_thread(void *arg)
 {
     (void)arg;
@@ -354,17 +459,23 @@ static void *late_thread(void *arg)
     while (!late_quit || late_jobs) {
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
-        if (late_jobs && (late_quit || !before(&now, &late_jobs->due))) {
-            late_job *j = late_jobs;
-            late_jobs = j->next;
+        late_job **pp = &late_jobs;
+        while (*pp && !job_ready(*pp, &now))
+            pp = &(*pp)->next;
+        if (*pp) {
+            late_job *j = *pp;
+            *pp = j->next;
             pthread_mutex_unlock(&late_lock);
-            if (nook_token_post(j->token, j->fn, j->arg) != NOOK_OK)
-                j->fn(NULL, j->arg);
-            nook_token_release(j->token);
-            free(j);
+            run_job(j);
             pthread_mutex_lock(&late_lock);
         } else if (late_jobs) {
-            pthread_cond_timedwait(&late_cond, &late_lock, &late_jobs->due);
+            struct timespec wake = job_wake(late_jobs, &now);
+            for (late_job *j = late_jobs->next; j; j = j->next) {
+                struct timespec t = job_wake(j, &now);
+                if (before(&t, &wake))
+                    wake = t;
+            }
+            pthread_cond_timedwait(&late_cond, &late_lock, &wake);
         } else {
             pthread_cond_wait(&late_cond, &late_lock);
         }
@@ -373,29 +484,51 @@ static void *late_thread(void *arg)
     return NULL;
 }
 
-static void run_later(nook_req *req, long ms, nook_handler_fn fn, void *arg)
+/* fn(req, arg) runs on the request's loop after ms, from one of the pool's threads; with a gate,
+ * not before late_peak has reached it (or GATE_WAIT_MS passed). */
+static void run_later_gated(nook_req *req, long ms, long gate, nook_handler_fn fn, void *arg)
 {
     late_job *j = calloc(1, sizeof *j);
     j->token = nook_req_suspend(req);
+    atomic_fetch_add(&tokens_held, 1);
     j->fn = fn;
     j->arg = arg;
-    clock_gettime(CLOCK_REALTIME, &j->due);
-    j->due.tv_nsec += (ms % 1000) * 1000000L;
-    j->due.tv_sec += ms / 1000 + j->due.tv_nsec / 1000000000L;
-    j->due.tv_nsec %= 1000000000L;
+    j->due = after_ms(ms);
+    j->gate = gate;
+    j->gate_expires = after_ms(ms + GATE_WAIT_MS);
     pthread_mutex_lock(&late_lock);
     late_job **pp = &late_jobs;
     while (*pp && !before(&j->due, &(*pp)->due))
         pp = &(*pp)->next;
     j->next = *pp;
     *pp = j;
-    pthread_cond_signal(&late_cond);
+    /* Every thread: this job may be the one that opens a gate the others wait on. */
+    pthread_cond_broadcast(&late_cond);
     pthread_mutex_unlock(&late_lock);
+}
+
+static void run_later(nook_req *req, long ms, nook_handler_fn fn, void *arg)
+{
+    run_later_gated(req, ms, 0, fn, arg);
 }
 
 static void answer_later(nook_req *req, long ms, const char *text, size_t len)
 {
     run_later(req, ms, late_answer, strndup(text, len));
+}
+
+static void on_stats(nook_req *req, void *ud)
+{
+    (void)ud;
+    if (nook_req_query_param(req, "reset").ptr)
+        atomic_store(&late_peak, atomic_load(&late_live));
+    char out[256];
+    int n = snprintf(out, sizeof out,
+                     "late_live=%ld\nlate_peak=%ld\ntokens=%ld\nsendfile_calls=%lu\n"
+                     "sendfile_bytes=%lu\n",
+                     atomic_load(&late_live), atomic_load(&late_peak), atomic_load(&tokens_held),
+                     atomic_load(&sendfile_calls), atomic_load(&sendfile_bytes));
+    nook_respond(req, 200, "text/plain", out, (size_t)n);
 }
 
 /* ---- streaming upload ---- */
@@ -451,19 +584,21 @@ static void on_async(nook_req *req, void *ud)
     nook_str body = nook_req_query_param(req, "body");
     if (!body.ptr)
         body = (nook_str){"async done", 10};
-    answer_later(req, query_long(req, "ms", 10), body.ptr, body.len);
+    late_track(req);
+    run_later_gated(req, query_long(req, "ms", 10), query_long(req, "gate", 0), late_answer,
+                    strndup(body.ptr, body.len));
 }
 
 /* ---- middleware ---- */
 
-static long mw_finished; /* loop threads only; the test server runs one worker for /mw tests */
-static long mw_cancelled;
+static atomic_long mw_finished; /* from every worker's loop */
+static atomic_long mw_cancelled;
 
 static void mw_cancel(nook_req *req, void *ud)
 {
     (void)req;
     (void)ud;
-    mw_cancelled++;
+    atomic_fetch_add(&mw_cancelled, 1);
 }
 
 static void mw_headers(nook_req *req, void *ud)
@@ -475,11 +610,17 @@ static void mw_headers(nook_req *req, void *ud)
     nook_res_set_header(req, "X-MW-Status", status);
 }
 
+/* "X-Set-Status: NNN": the status changes on the way out, after the handler chose its own. */
+static void mw_set_status(nook_req *req, void *ud)
+{
+    nook_res_status(req, *(const int *)ud);
+}
+
 static void mw_done(nook_req *req, void *ud)
 {
     (void)req;
     (void)ud;
-    mw_finished++;
+    atomic_fetch_add(&mw_finished, 1);
 }
 
 static int mw_upper(nook_req *req, const void *data, size_t len, int end, void *ud)
@@ -491,6 +632,14 @@ static int mw_upper(nook_req *req, const void *data, size_t len, int end, void *
         up[i] = (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
     }
     return nook_filter_pass(req, up, len, end);
+}
+
+/* Posted by the pool for "X-MW-Suspend: 1": the middleware goes on from another callback. */
+static void mw_continue(nook_req *req, void *ud)
+{
+    (void)ud;
+    if (req)
+        nook_next(req);
 }
 
 static void mw_main(nook_req *req, void *ud)
@@ -507,6 +656,17 @@ static void mw_main(nook_req *req, void *ud)
     nook_str upper = nook_req_header(req, "X-Upper");
     if (upper.len == 1 && upper.ptr[0] == '1')
         nook_req_filter(req, mw_upper, NULL);
+    nook_str set = nook_req_header(req, "X-Set-Status");
+    int *status = set.len == 3 ? nook_req_alloc(req, sizeof *status) : NULL;
+    if (status) {
+        *status = (set.ptr[0] - '0') * 100 + (set.ptr[1] - '0') * 10 + (set.ptr[2] - '0');
+        nook_req_on(req, NOOK_ON_HEADERS, mw_set_status, status); /* runs before mw_headers */
+    }
+    nook_str suspend = nook_req_header(req, "X-MW-Suspend");
+    if (suspend.len == 1 && suspend.ptr[0] == '1') {
+        run_later(req, 10, mw_continue, NULL);
+        return;
+    }
     nook_next(req);
 }
 
@@ -520,23 +680,51 @@ static void on_mw_stream(nook_req *req, void *ud)
 {
     (void)ud;
     nook_res_header(req, "Content-Type", "text/plain");
-    nook_res_write(req, "one ", 4);
-    nook_res_write(req, "two ", 4);
-    nook_res_write(req, "three", 5);
+    if (nook_req_query_param(req, "declared").ptr)
+        nook_res_header(req, "Content-Length", "13");
+    if (query_long(req, "write", 1)) {
+        nook_res_write(req, "one ", 4);
+        nook_res_write(req, "two ", 4);
+        nook_res_write(req, "three", 5);
+    }
     nook_res_end(req);
 }
 
 static void on_mw_late(nook_req *req, void *ud)
 {
     (void)ud;
+    late_track(req);
     answer_later(req, 20, "late answer", 11);
+}
+
+static void nocontent_late(nook_req *req, void *ud)
+{
+    (void)ud;
+    if (req)
+        nook_respond(req, 204, NULL, NULL, 0);
+}
+
+static void on_mw_nocontent(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str mode = nook_req_query_param(req, "mode");
+    if (mode.len == 6 && memcmp(mode.ptr, "stream", 6) == 0) {
+        nook_res_status(req, 204);
+        nook_res_start(req);
+        nook_res_end(req);
+    } else if (mode.len == 4 && memcmp(mode.ptr, "late", 4) == 0) {
+        late_track(req);
+        run_later(req, 20, nocontent_late, NULL);
+    } else {
+        nook_respond(req, 204, NULL, NULL, 0);
+    }
 }
 
 static void on_mw_cancelled(nook_req *req, void *ud)
 {
     (void)ud;
     char buf[32];
-    snprintf(buf, sizeof buf, "%ld", mw_cancelled);
+    snprintf(buf, sizeof buf, "%ld", atomic_load(&mw_cancelled));
     text_c(req, buf);
 }
 
@@ -544,8 +732,100 @@ static void on_mw_count(nook_req *req, void *ud)
 {
     (void)ud;
     char buf[32];
-    snprintf(buf, sizeof buf, "%ld", mw_finished);
+    snprintf(buf, sizeof buf, "%ld", atomic_load(&mw_finished));
     text_c(req, buf);
+}
+
+/* ---- a compressed stream written in pieces over time (nook_use_compress on /gz) ---- */
+
+typedef struct pieces {
+    long left, next, size, ms;
+} pieces;
+
+/* Piece k: "piece k\n", then words up to size bytes (tests rebuild it the same way). */
+static void piece_text(char *out, long k, long size)
+{
+    static const char words[] = "nook streams compressed pieces ";
+    long n = snprintf(out, (size_t)size, "piece %ld\n", k);
+    for (long i = 0; n + i < size; i++)
+        out[n + i] = words[i % (long)(sizeof words - 1)];
+}
+
+/* Writes the next piece (first from the handler, then from callbacks posted ms apart). */
+static void pieces_next(nook_req *req, void *ud)
+{
+    pieces *p = ud;
+    if (!req) {
+        free(p);
+        return;
+    }
+    char *buf = malloc((size_t)p->size);
+    if (buf) {
+        piece_text(buf, p->next++, p->size);
+        nook_res_write(req, buf, (size_t)p->size);
+        free(buf);
+    }
+    if (buf && --p->left > 0) {
+        run_later(req, p->ms, pieces_next, p);
+        return;
+    }
+    nook_res_end(req);
+    free(p);
+}
+
+static void on_gz_pieces(nook_req *req, void *ud)
+{
+    (void)ud;
+    pieces *p = malloc(sizeof *p);
+    if (!p) {
+        nook_respond(req, 503, "text/plain", "busy", 4);
+        return;
+    }
+    *p = (pieces){query_long(req, "n", 3), 0, query_long(req, "size", 2000),
+                  query_long(req, "ms", 200)};
+    if (p->left < 1 || p->size < 16 || p->size > (1 << 20) || p->ms < 0) {
+        free(p);
+        text_c(req, "bad parameters");
+        return;
+    }
+    nook_res_header(req, "Content-Type", "text/plain; charset=utf-8");
+    pieces_next(req, p);
+}
+
+/* ---- --access-log: the access log middleware with a callback sink ---- */
+
+typedef struct access_sink {
+    const char *tag;
+} access_sink;
+
+static const access_sink sink_data = {"test-sink"};
+
+/* "ACCESS(<tag>) <line>\n" in one write(2), so that lines from two workers never mix; the tag
+ * comes from user_data, which proves the sink receives it. */
+static void access_line(const char *line, size_t len, void *user_data)
+{
+    const access_sink *s = user_data;
+    size_t tag = strlen(s->tag), total = 7 + tag + 2 + len + 1;
+    char *out = malloc(total);
+    if (!out)
+        return;
+    memcpy(out, "ACCESS(", 7);
+    memcpy(out + 7, s->tag, tag);
+    memcpy(out + 7 + tag, ") ", 2);
+    memcpy(out + 9 + tag, line, len);
+    out[total - 1] = '\n';
+    if (write(STDERR_FILENO, out, total) < 0)
+        perror("test_server: access log");
+    free(out);
+}
+
+static int use_access_log(const char *format)
+{
+    nook_access_format f = strcmp(format, "common") == 0     ? NOOK_ACCESS_COMMON
+                           : strcmp(format, "combined") == 0 ? NOOK_ACCESS_COMBINED
+                           : strcmp(format, "json") == 0     ? NOOK_ACCESS_JSON
+                                                             : (nook_access_format)-1;
+    return nook_use_access_log(server, "/", f, access_line, (void *)&sink_data);
 }
 
 static void on_signal(int sig)
@@ -601,6 +881,7 @@ static int set_opt(const char *spec)
 
 int main(int argc, char **argv)
 {
+    *(void **)&real_sendfile = dlsym(RTLD_NEXT, "sendfile");
     server = nook_server_new();
     nook_server_set_logger(server, nook_log_stderr, NOOK_LOG_INFO, NULL);
     nook_server_set_int(server, NOOK_OPT_THREADS, 1);
@@ -608,6 +889,7 @@ int main(int argc, char **argv)
     bool listen_tls[8];
     int nlisten = 0;
     const char *cert = NULL, *key = NULL;
+    const char *access_log = NULL, *static_root = NULL;
     for (int i = 1; i < argc; i++) {
         int rc = NOOK_OK;
         if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc && nlisten < 8) {
@@ -627,6 +909,10 @@ int main(int argc, char **argv)
             rc = set_opt(argv[++i]);
         else if (strcmp(argv[i], "--drain") == 0 && i + 1 < argc)
             drain_ms = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--access-log") == 0 && i + 1 < argc)
+            access_log = argv[++i];
+        else if (strcmp(argv[i], "--static") == 0 && i + 1 < argc)
+            static_root = argv[++i];
         else
             rc = NOOK_EINVAL;
         if (rc != NOOK_OK) {
@@ -684,6 +970,10 @@ int main(int argc, char **argv)
         {"GET /mw/late", on_mw_late},
         {"GET /mw/count", on_mw_count},
         {"GET /mw/cancelled", on_mw_cancelled},
+        {"GET /mw/nocontent", on_mw_nocontent},
+        {"GET /mw/noresponse", on_noresponse},
+        {"GET /stats", on_stats},
+        {"GET /gz/pieces", on_gz_pieces},
     };
     nook_route_streaming(server, "POST /upload", on_upload, NULL, NULL);
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -694,9 +984,21 @@ int main(int argc, char **argv)
         }
     }
 
-    nook_use(server, "/mw", mw_main, NULL, NULL);
-    pthread_t late;
-    pthread_create(&late, NULL, late_thread, NULL);
+    /* The access log first, so that it sees every request, those middleware answers included. */
+    int mw_rc = access_log ? use_access_log(access_log) : NOOK_OK;
+    if (mw_rc == NOOK_OK)
+        mw_rc = nook_use(server, "/mw", mw_main, NULL, NULL);
+    if (mw_rc == NOOK_OK)
+        mw_rc = nook_use_compress(server, "/gz", 0, 0);
+    if (mw_rc == NOOK_OK && static_root)
+        mw_rc = nook_use_static(server, "/static", static_root, 0);
+    if (mw_rc != NOOK_OK) {
+        fprintf(stderr, "test_server: middleware: %s\n", nook_strerror(mw_rc));
+        return 1;
+    }
+    pthread_t late[LATE_THREADS];
+    for (int i = 0; i < LATE_THREADS; i++)
+        pthread_create(&late[i], NULL, late_thread, NULL);
     nook_tls_free(tls);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -713,9 +1015,10 @@ int main(int argc, char **argv)
     signal(SIGTERM, SIG_IGN);
     pthread_mutex_lock(&late_lock);
     late_quit = true; /* answers still queued run with NULL requests: their memory is freed */
-    pthread_cond_signal(&late_cond);
+    pthread_cond_broadcast(&late_cond);
     pthread_mutex_unlock(&late_lock);
-    pthread_join(late, NULL);
+    for (int i = 0; i < LATE_THREADS; i++)
+        pthread_join(late[i], NULL);
     nook_server_free(server);
     return rc == NOOK_OK ? 0 : 1;
 }
