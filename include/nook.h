@@ -122,7 +122,8 @@ typedef enum nook_opt {
                                       with no stream open), a connection frees its buffers, and
                                       a TLS one also mbedTLS's two ~16.5 KiB record buffers (2.x),
                                       all taken back when the next bytes come [1000]; 0: never */
-    NOOK_OPT_HEADER_TIMEOUT,       /* time to receive a whole request head [10000] → 408 */
+    NOOK_OPT_HEADER_TIMEOUT,       /* time to receive a whole request head [10000] → 408
+                                      (HTTP/2: a whole header block → GOAWAY, close) */
     NOOK_OPT_BODY_TIMEOUT,         /* longest pause while receiving a request body [30000] → 408 */
     NOOK_OPT_WRITE_TIMEOUT,        /* longest time without write progress while output is pending [30000] */
     NOOK_OPT_OUTPUT_HIGH_WATER,    /* queued response bytes past which writes return NOOK_AGAIN [65536] */
@@ -154,9 +155,15 @@ typedef enum nook_opt {
                                       together, past which writes fail NOOK_EFULL [16777216] */
     NOOK_OPT_MIN_BODY_RATE,        /* bytes per second an HTTP/1.1 request body must average,
                                       checked every 5 s while it arrives [512] → 408; 0: off */
-    NOOK_OPT_MAX_CONNECTIONS_PER_IP /* open connections from one client address (IPv4 or IPv6),
+    NOOK_OPT_MAX_CONNECTIONS_PER_IP, /* open connections from one client address (IPv4 or IPv6),
                                       all workers together [0: no limit]; extra ones are closed
                                       at once. Behind a proxy every client has its address */
+    NOOK_OPT_H2_MAX_CONN_INPUT     /* request body bytes buffered for handlers on one HTTP/2
+                                      connection, all streams together (bodies of nook_route
+                                      routes, held until their response ends) [8388608]. Past
+                                      it the connection's flow-control window is not reopened
+                                      until such requests end: the client waits. Never less
+                                      than NOOK_OPT_MAX_BODY */
 } nook_opt;
 
 NOOK_API int nook_server_set_int(nook_server *srv, nook_opt opt, int64_t value);

@@ -54,9 +54,22 @@ typedef struct h2_stream {
     bool remote_ended; /* the request's END_STREAM arrived */
     size_t frame_bytes; /* bytes of the DATA frame still arriving */
     size_t unconsumed;  /* bytes of complete DATA frames, not yet credited back to the peer */
+    size_t body_held;   /* body bytes given to a buffering exchange (counted in body_held) */
+    bool trailers_refused;    /* the trailers broke a limit: the stream is being reset */
     const core_hdr *trailers; /* in the exchange's memory, valid while ex lives */
     size_t ntrailers;
 } h2_stream;
+
+/* Where the input stands in the frame stream. nghttp2 reports no frame it ignores (unknown
+ * types, DATA on closed streams, header blocks it drops), so the frames are tracked here, in
+ * front of it, and each frame header is screened just before nghttp2 reads it. */
+typedef struct h2_framing {
+    size_t preface_left; /* bytes of the client connection preface still to come */
+    uint8_t hd[9];       /* the frame header being received */
+    size_t hd_len;
+    size_t payload_left; /* bytes of the current frame's payload still to come */
+    bool ends_block;     /* the current frame ends a header block (END_HEADERS) */
+} h2_framing;
 
 struct h2_conn {
     core_conn link;
@@ -72,8 +85,11 @@ struct h2_conn {
     int32_t max_stream_id;   /* highest client stream id seen */
     int32_t reset_ring[RESET_RING];
     unsigned reset_next;
-    size_t unconsumed_conn;  /* bytes of closed streams still to credit to the connection */
+    size_t unconsumed_conn;  /* bytes received, not yet credited to the connection window */
+    size_t body_held;        /* request body bytes buffered for handlers (H2_MAX_CONN_INPUT) */
+    bool credit_withheld;    /* over that budget: the connection window is left to close */
     size_t queued_out;       /* response bytes in every stream's `out` together */
+    h2_framing rx;
     /* Defences against a peer that makes the server work for nothing (see glitch()). */
     uint64_t glitch_level;  /* glitches, scaled by GLITCH_WINDOW_MS, leaking over time */
     uint64_t glitch_at;     /* loop ms of the last glitch */
@@ -83,12 +99,18 @@ struct h2_conn {
     uint64_t started_at;    /* loop ms when our SETTINGS were queued */
     bool settings_acked;    /* the peer acknowledged our SETTINGS */
     uint64_t stalled_since; /* loop ms since response data has waited for window; 0: none */
+    /* Timeouts run from moments of real progress, never from "any input": a peer that trickles
+     * a byte now and then must not keep a connection, a stream or unread output alive. */
+    uint64_t active_at;     /* the last request began or stream ended (IDLE_TIMEOUT) */
+    uint64_t block_since;   /* a header block has been arriving since; 0: none (HEADER_TIMEOUT) */
+    uint64_t request_at;    /* request bytes last arrived (BODY_TIMEOUT) */
+    uint64_t written_at;    /* output last moved to the socket, or began waiting (WRITE_TIMEOUT) */
+    uint64_t draining_at;   /* the connection began to drain; 0: not yet */
     bool calm;              /* ending for misbehaviour (see end_connection) */
     bool lingering;         /* GOAWAY out, write side shut: input is read and dropped */
     bool close_now;
     bool draining; /* GOAWAY sent: close once streams are done and output is flushed */
     bool peer_eof;
-    bool nap_due;            /* the timer is set for NOOK_OPT_IDLE_SLEEP, not a timeout */
     bool asleep;             /* idle with buffers released (io_stream_sleep) until input comes */
     bool creating;           /* inside nghttp2_session_server_new: see FRAMEBUF_LEN */
     char *fb;                /* nghttp2's frame buffer, page-aligned inside fb_raw */
@@ -103,6 +125,12 @@ static h2_conn *from_timer(io_timer *t) { return (h2_conn *)((char *)t - offseto
 static h2_conn *from_defer(io_defer *d) { return (h2_conn *)((char *)d - offsetof(h2_conn, resume)); }
 
 static size_t opt(const h2_conn *c, nook_opt o) { return (size_t)core_opt(c->lim, o); }
+/* Loop ms, never 0: the moments kept in h2_conn use 0 for "not set". */
+static uint64_t now_of(const h2_conn *c)
+{
+    uint64_t now = io_loop_now(c->s.loop);
+    return now ? now : 1;
+}
 static void schedule(h2_conn *c) { io_loop_defer(c->s.loop, &c->resume); }
 /* Per-request memory (streams, their buffers, nghttp2's objects) comes from the worker's pool. */
 static const io_alloc *pool_of(const h2_conn *c) { return core_worker_pool(c->w); }
@@ -216,12 +244,25 @@ static void stream_free(h2_stream *st)
     h2_conn *c = st->c;
     st->prev->next = st->next;
     st->next->prev = st->prev;
-    c->nstreams--;
+    if (--c->nstreams == 0)
+        c->active_at = now_of(c); /* idle from now */
     c->unconsumed_conn += st->unconsumed + st->frame_bytes + io_buf_size(&st->held);
+    c->body_held -= st->body_held;
     c->queued_out -= io_buf_size(&st->out);
     io_buf_free(&st->out, pool_of(c));
     io_buf_free(&st->held, pool_of(c));
     io_free(pool_of(c), st);
+}
+
+/* The exchange is gone, and with it the body it buffered: that no longer counts against
+ * NOOK_OPT_H2_MAX_CONN_INPUT, so the connection window may open again (consume_received). */
+static void forget_body(h2_stream *st)
+{
+    h2_conn *c = st->c;
+    c->body_held -= st->body_held;
+    st->body_held = 0;
+    if (c->credit_withheld)
+        schedule(c);
 }
 
 /* Ends the exchange's life: finished when the whole response went to nghttp2, else cancelled. */
@@ -231,10 +272,22 @@ static void stream_release_exchange(h2_stream *st)
     if (!ex)
         return;
     st->ex = NULL;
+    forget_body(st);
     if (st->eof_sent)
         core_exchange_finish(ex, true);
     else
         core_exchange_cancel(ex);
+}
+
+/* The codec gives up on a request (refused, malformed, or the client gave up on it). */
+static void cancel_exchange(h2_stream *st)
+{
+    nook_req *ex = st->ex;
+    if (!ex)
+        return;
+    st->ex = NULL;
+    forget_body(st);
+    core_exchange_cancel(ex);
 }
 
 static void reset_stream(h2_conn *c, int32_t id, uint32_t code)
@@ -244,16 +297,27 @@ static void reset_stream(h2_conn *c, int32_t id, uint32_t code)
 }
 
 /* Credits the request bytes received in the last batch back to the peer (WINDOW_UPDATE as
- * nghttp2 sees fit). */
+ * nghttp2 sees fit). Each stream gets its own window back at once; the connection's window
+ * only while the request bodies buffered for handlers fit NOOK_OPT_H2_MAX_CONN_INPUT, so a
+ * client with many unfinished uploads is held back by flow control instead of filling memory
+ * (at most the budget plus one connection window). Credit resumes as those requests end. */
 static void consume_received(h2_conn *c)
 {
     for (h2_stream *st = c->streams.next; st != &c->streams; st = st->next) {
         if (st->unconsumed) {
-            nghttp2_session_consume(c->ng, st->id, st->unconsumed);
+            nghttp2_session_consume_stream(c->ng, st->id, st->unconsumed);
+            c->unconsumed_conn += st->unconsumed;
             st->unconsumed = 0;
         }
     }
-    if (c->unconsumed_conn) {
+    size_t budget = opt(c, NOOK_OPT_H2_MAX_CONN_INPUT);
+    if (budget < opt(c, NOOK_OPT_MAX_BODY))
+        budget = opt(c, NOOK_OPT_MAX_BODY); /* one request alone can always complete */
+    bool over = c->body_held > budget;
+    if (c->credit_withheld && !over)
+        c->request_at = now_of(c); /* the client waited for us, not we for it */
+    c->credit_withheld = over;
+    if (c->unconsumed_conn && !over) {
         nghttp2_session_consume_connection(c->ng, c->unconsumed_conn);
         c->unconsumed_conn = 0;
     }
@@ -332,12 +396,36 @@ static size_t max_continuations(const h2_conn *c)
     return n < MIN_CONTINUATIONS ? MIN_CONTINUATIONS : n;
 }
 
-/* Counts what a frame header alone reveals; called for every frame nghttp2 reads. */
+static void remember_reset(h2_conn *c, int32_t id)
+{
+    c->reset_ring[c->reset_next++ % RESET_RING] = id;
+}
+
+static bool reset_lately(const h2_conn *c, int32_t id)
+{
+    for (unsigned i = 0; i < RESET_RING; i++)
+        if (c->reset_ring[i] == id)
+            return true;
+    return false;
+}
+
+/* A stream the client opened that nghttp2 no longer has open: frames on it are dropped. */
+static bool closed_stream(const h2_conn *c, int32_t id)
+{
+    return id > 0 && (id & 1) && id <= c->max_stream_id && !nghttp2_session_find_stream(c->ng, id);
+}
+
+/* Counts what a frame header alone reveals; called for every frame, before nghttp2 reads it
+ * (feed_frames), including the frames nghttp2 ignores without telling us. */
 static void screen_frame(h2_conn *c, const nghttp2_frame_hd *hd)
 {
     switch (hd->type) {
     case NGHTTP2_DATA:
-        if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM))
+        /* Dropped by nghttp2 (its window is credited back at once): free to send, unless
+         * counted. An honest client has at most a window's worth in flight after a reset. */
+        if (closed_stream(c, hd->stream_id))
+            glitch(c, "DATA on a closed stream");
+        else if (hd->length == 0 && !(hd->flags & NGHTTP2_FLAG_END_STREAM))
             glitch(c, "empty DATA");
         break;
     case NGHTTP2_HEADERS:
@@ -345,6 +433,8 @@ static void screen_frame(h2_conn *c, const nghttp2_frame_hd *hd)
         c->block_frames = 0;
         if (hd->length == 0)
             glitch(c, "empty HEADERS");
+        else if (closed_stream(c, hd->stream_id) && reset_lately(c, hd->stream_id))
+            glitch(c, "HEADERS on a closed stream"); /* decoded for HPACK, then dropped */
         break;
     case NGHTTP2_CONTINUATION:
         c->block_bytes += hd->length;
@@ -379,11 +469,70 @@ static void screen_frame(h2_conn *c, const nghttp2_frame_hd *hd)
             glitch(c, "WINDOW_UPDATE");
         break;
     case NGHTTP2_GOAWAY:
+    case NGHTTP2_PUSH_PROMISE: /* a connection error from a client: nghttp2 ends the session */
         break;
     default:
         glitch(c, "unknown frame type");
         break;
     }
+}
+
+/* A whole frame header has arrived: screen it, and note the header blocks it begins or ends. */
+static void begin_frame(h2_conn *c)
+{
+    h2_framing *rx = &c->rx;
+    const uint8_t *b = rx->hd;
+    nghttp2_frame_hd hd = {
+        .length = (size_t)b[0] << 16 | (size_t)b[1] << 8 | b[2],
+        .stream_id = (int32_t)(((uint32_t)b[5] & 0x7f) << 24 | (uint32_t)b[6] << 16 |
+                               (uint32_t)b[7] << 8 | b[8]),
+        .type = b[3],
+        .flags = b[4],
+    };
+    rx->payload_left = hd.length;
+    rx->ends_block = (hd.type == NGHTTP2_HEADERS || hd.type == NGHTTP2_CONTINUATION) &&
+                     (hd.flags & NGHTTP2_FLAG_END_HEADERS);
+    if (hd.type == NGHTTP2_HEADERS)
+        c->block_since = now_of(c);
+    screen_frame(c, &hd);
+}
+
+/* Screens every frame header in the input, then gives all of it to nghttp2 in one call (a call
+ * per frame costs several percent of a small request's instructions). Each header is screened
+ * before nghttp2 reads any frame of this input, so a stream that a frame ahead of it in the same
+ * input closes still looks open: nghttp2 answers frames on streams it closed recently itself,
+ * and the next input is screened against the new state. Returns the bytes used, 0 once the
+ * connection is ending for misbehaviour (the rest is not worth reading), or nghttp2's error. */
+static ssize_t feed_frames(h2_conn *c, const uint8_t *p, size_t n)
+{
+    h2_framing *rx = &c->rx;
+    for (size_t pos = 0; pos < n;) {
+        size_t k = n - pos;
+        if (rx->preface_left) {
+            k = k < rx->preface_left ? k : rx->preface_left;
+            rx->preface_left -= k;
+        } else if (rx->payload_left) {
+            k = k < rx->payload_left ? k : rx->payload_left;
+            rx->payload_left -= k;
+        } else {
+            size_t want = sizeof rx->hd - rx->hd_len;
+            k = k < want ? k : want;
+            memcpy(rx->hd + rx->hd_len, p + pos, k);
+            rx->hd_len += k;
+            if (rx->hd_len == sizeof rx->hd) {
+                rx->hd_len = 0;
+                begin_frame(c);
+                if (c->calm)
+                    return 0; /* over budget: nghttp2 sees none of it */
+            }
+        }
+        pos += k;
+        if (!rx->preface_left && !rx->hd_len && !rx->payload_left && rx->ends_block) {
+            rx->ends_block = false;
+            c->block_since = 0; /* the header block is complete */
+        }
+    }
+    return nghttp2_session_mem_recv(c->ng, p, n);
 }
 
 static void earn_window_credit(h2_conn *c, uint32_t n)
@@ -520,9 +669,13 @@ static int op_send_body(void *stream, const void *p, size_t n, bool end)
          * and reads none of them cannot grow memory without limit. */
         if (c->queued_out + n > opt(c, NOOK_OPT_H2_MAX_CONN_OUTPUT)) {
             /* A whole response that cannot be queued would leave its stream hanging: break
-             * it off. A streaming writer gets the error and may try again on WRITABLE. */
-            if (end)
+             * it off. A streaming writer gets the error and may try again on WRITABLE. The
+             * reset is the client's doing (it does not read), so unlike other INTERNAL_ERROR
+             * resets it costs a glitch: requests whose answers are thrown away are not free. */
+            if (end) {
+                glitch(c, "a response discarded for want of room (the client does not read)");
                 reset_stream(c, st->id, NGHTTP2_INTERNAL_ERROR);
+            }
             return NOOK_EFULL;
         }
         int rc = io_buf_append(&st->out, pool_of(c), p, n, SIZE_MAX);
@@ -578,6 +731,7 @@ static void op_resume_body(void *stream)
 {
     h2_stream *st = stream;
     st->paused = false;
+    st->c->request_at = now_of(st->c); /* the pause was the handler's, not the client's */
     schedule(st->c); /* deliver_held runs from the connection's own context */
 }
 
@@ -603,10 +757,7 @@ static void refuse(h2_stream *st, int status)
     if (status == 431)
         glitches(c, "a header list over the advertised limit",
                  1 + st->header_bytes / opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE));
-    if (st->ex) {
-        core_exchange_cancel(st->ex);
-        st->ex = NULL;
-    }
+    cancel_exchange(st);
     st->refused = true;
     char code[4];
     snprintf(code, sizeof code, "%03d", status);
@@ -621,8 +772,18 @@ static void refuse(h2_stream *st, int status)
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     h2_conn *c = ud;
-    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (f->hd.type != NGHTTP2_HEADERS)
         return 0;
+    if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* Trailers: a field section of their own, counted against the same limits. */
+        h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+        if (st) {
+            st->header_bytes = 0;
+            st->nheaders = 0;
+        }
+        return 0;
+    }
+    c->active_at = c->request_at = now_of(c);
     h2_stream *st = stream_new(c, f->hd.stream_id);
     if (st)
         st->ex = core_exchange_new(c->w, &h2_ops, st, (nook_str){c->peer, c->peer_len});
@@ -647,6 +808,23 @@ static nook_str keep(h2_stream *st, const uint8_t *p, size_t n)
     return (nook_str){q, n};
 }
 
+/* Request trailers are not passed on, but they cost what a head costs: over a limit the stream
+ * is reset (a response may be under way, so no 431), the client is charged as for a 431 (the
+ * reset's code adds the "1 +": see on_frame_send), and the handler, if any, is cancelled. */
+static void count_trailer(h2_conn *c, h2_stream *st)
+{
+    size_t limit = opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE);
+    if (st->trailers_refused ||
+        (st->header_bytes <= limit && ++st->nheaders <= opt(c, NOOK_OPT_MAX_HEADERS)))
+        return;
+    st->trailers_refused = true;
+    core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 stream %d: trailers over the limit: reset",
+             (int)c->peer_len, c->peer, st->id);
+    glitches(c, "trailers over the advertised limit", st->header_bytes / limit);
+    cancel_exchange(st);
+    reset_stream(c, st->id, NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *ud)
@@ -654,8 +832,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     (void)flags;
     h2_conn *c = ud;
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
-    if (!st || !st->ex || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers: accepted, not passed on */
+    if (!st || f->hd.type != NGHTTP2_HEADERS)
+        return 0;
     /* nghttp2 1.52 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it. */
     st->header_bytes += namelen + valuelen + HEADER_OVERHEAD;
     if (st->header_bytes > HPACK_BOMB_FACTOR * opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE)) {
@@ -664,7 +842,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
         calm_down(c, "HPACK bomb (a header list decoding far past the limit)");
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    if (st->refuse_status)
+    if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        count_trailer(c, st);
+        return 0;
+    }
+    if (!st->ex || st->refuse_status)
         return 0; /* already over a limit: the rest is decoded (HPACK state) but dropped */
     if (st->header_bytes > opt(c, NOOK_OPT_H2_MAX_HEADER_LIST_SIZE) ||
         ++st->nheaders > opt(c, NOOK_OPT_MAX_HEADERS)) {
@@ -711,10 +893,32 @@ static void body_end(h2_stream *st)
 static void deliver(h2_stream *st, const uint8_t *data, size_t len)
 {
     int rc = core_exchange_body(st->ex, data, len);
+    if (rc == NOOK_OK && !st->dispatched) {
+        /* A buffering route's handler has not run: the body stays until its response ends. */
+        st->body_held += len;
+        st->c->body_held += len;
+    }
     if (rc == NOOK_AGAIN)
         st->paused = true;
     else if (rc != NOOK_OK)
         refuse(st, rc == NOOK_ELIMIT ? 413 : 503);
+}
+
+/* RFC 9113 §6.8: after the client's GOAWAY(NO_ERROR) the streams it opened still finish
+ * (nghttp2 takes no new ones and ends the session when they are done). A GOAWAY with an error
+ * says the client has given up on all of them: their handlers are cancelled (NOOK_ON_CANCEL),
+ * and the connection closes once our own GOAWAY is out. */
+static void peer_goaway(h2_conn *c, uint32_t code)
+{
+    if (code == NGHTTP2_NO_ERROR)
+        return;
+    core_log(c->w, NOOK_LOG_INFO, "%.*s: h2: the client gave up: GOAWAY(%s)", (int)c->peer_len,
+             c->peer, nghttp2_http2_strerror(code));
+    for (h2_stream *st = c->streams.next; st != &c->streams; st = st->next)
+        stream_release_exchange(st);
+    nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+    c->draining = true;
+    schedule(c);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
@@ -722,6 +926,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     h2_conn *c = ud;
     if (f->hd.type == NGHTTP2_SETTINGS && (f->hd.flags & NGHTTP2_FLAG_ACK))
         c->settings_acked = true;
+    if (f->hd.type == NGHTTP2_GOAWAY)
+        peer_goaway(c, f->goaway.error_code);
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
         return 0;
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
@@ -741,8 +947,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     }
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         if (finish_head(st) != NOOK_OK) {
-            core_exchange_cancel(st->ex);
-            st->ex = NULL;
+            cancel_exchange(st);
             reset_stream(c, st->id, NGHTTP2_PROTOCOL_ERROR);
             return 0;
         }
@@ -773,6 +978,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         c->unconsumed_conn += len;
         return 0;
     }
+    if (len > 0)
+        c->request_at = now_of(c); /* the request progresses */
     if (st->paused && st->ex && !st->body_done) {
         /* Held, not credited: the peer runs out of window, so this stays bounded by it. */
         if (io_buf_append(&st->held, pool_of(c), data, len, SIZE_MAX) != NOOK_OK)
@@ -786,19 +993,6 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     return 0;
 }
 
-static void remember_reset(h2_conn *c, int32_t id)
-{
-    c->reset_ring[c->reset_next++ % RESET_RING] = id;
-}
-
-static bool reset_lately(const h2_conn *c, int32_t id)
-{
-    for (unsigned i = 0; i < RESET_RING; i++)
-        if (c->reset_ring[i] == id)
-            return true;
-    return false;
-}
-
 /* RFC 9113 §5.1.1: a client's new stream id must exceed every id it used before; opening one
  * implicitly closes the lower idle ones. nghttp2 ignores HEADERS on such a stream, so the
  * connection error is raised here — except for streams reset lately, whose trailers may
@@ -806,7 +1000,6 @@ static bool reset_lately(const h2_conn *c, int32_t id)
 static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void *ud)
 {
     h2_conn *c = ud;
-    screen_frame(c, hd);
     if (hd->type != NGHTTP2_HEADERS || hd->stream_id <= 0 || (hd->stream_id & 1) == 0)
         return 0;
     if (hd->stream_id > c->max_stream_id) {
@@ -922,50 +1115,68 @@ static void update_stall(h2_conn *c)
     }
 }
 
-/* The earliest deadline that runs from a moment rather than from the last event (so frames
- * the client sends meanwhile do not push it back): the SETTINGS acknowledgement and a stalled
- * response. 0: none. */
-static uint64_t fixed_deadline(const h2_conn *c)
+/* What a connection's next deadline is for. */
+typedef enum { DUE_NONE, DUE_SETTINGS, DUE_STALL, DUE_NAP, DUE_IDLE, DUE_TIMEOUT } h2_due;
+
+static void consider(uint64_t *at, h2_due *what, uint64_t from, int64_t ms, h2_due why)
 {
-    uint64_t d = 0;
-    uint64_t t = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_SETTINGS_TIMEOUT);
-    if (!c->settings_acked && t > 0)
-        d = c->started_at + t;
-    t = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT);
-    if (c->stalled_since && t > 0 && (d == 0 || c->stalled_since + t < d))
-        d = c->stalled_since + t;
-    return d;
+    if (from == 0 || ms <= 0)
+        return; /* not running, or the option is off */
+    uint64_t d = from + (uint64_t)ms;
+    if (*at == 0 || d < *at) {
+        *at = d;
+        *what = why;
+    }
+}
+
+/* The earliest deadline (0: none). Each runs from a moment of real progress kept in h2_conn,
+ * so frames and stray bytes that make none (a trickled partial frame, a PING) never push one
+ * back:
+ *   SETTINGS acknowledgement   from our SETTINGS
+ *   zero-window hold           from the start of the stall
+ *   header block (HEADER_TIMEOUT)  from its HEADERS frame, however its bytes trickle
+ *   request (BODY_TIMEOUT)     from the last request bytes, while a request is arriving
+ *   write (WRITE_TIMEOUT)      from the last bytes the socket took, while output waits
+ *   idle (IDLE_TIMEOUT, IDLE_SLEEP)  from the last request's start or stream's end
+ *   drain                      CLOSE_LINGER_MS from the start of draining, with no stream */
+static uint64_t next_deadline(const h2_conn *c, h2_due *what)
+{
+    uint64_t at = 0;
+    *what = DUE_NONE;
+    if (!c->settings_acked)
+        consider(&at, what, c->started_at, core_opt(c->lim, NOOK_OPT_H2_SETTINGS_TIMEOUT),
+                 DUE_SETTINGS);
+    consider(&at, what, c->stalled_since, core_opt(c->lim, NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT),
+             DUE_STALL);
+    bool fixed = at != 0; /* no nap on the way to these */
+    consider(&at, what, c->block_since, core_opt(c->lim, NOOK_OPT_HEADER_TIMEOUT), DUE_TIMEOUT);
+    if (receiving(c))
+        consider(&at, what, c->request_at, core_opt(c->lim, NOOK_OPT_BODY_TIMEOUT), DUE_TIMEOUT);
+    bool writing = io_buf_size(&c->s.out) > 0;
+    if (writing)
+        consider(&at, what, c->written_at, core_opt(c->lim, NOOK_OPT_WRITE_TIMEOUT), DUE_TIMEOUT);
+    if (c->nstreams == 0 && c->draining) {
+        consider(&at, what, c->draining_at, CLOSE_LINGER_MS, DUE_TIMEOUT);
+    } else if (c->nstreams == 0 && !writing) {
+        consider(&at, what, c->active_at, core_opt(c->lim, NOOK_OPT_IDLE_TIMEOUT), DUE_IDLE);
+        /* On the way to the idle timeout, a stop where the connection frees what it can. */
+        if (!c->asleep && !fixed)
+            consider(&at, what, c->active_at, core_opt(c->lim, NOOK_OPT_IDLE_SLEEP), DUE_NAP);
+    }
+    return at;
 }
 
 static void set_phase_timer(h2_conn *c)
 {
     if (c->calm)
         return; /* its one timer is set (start_closing) */
-    c->nap_due = false;
-    uint64_t ms;
-    if (receiving(c))
-        ms = (uint64_t)core_opt(c->lim, NOOK_OPT_BODY_TIMEOUT);
-    else if (io_buf_size(&c->s.out) > 0)
-        ms = (uint64_t)core_opt(c->lim, NOOK_OPT_WRITE_TIMEOUT);
-    else if (c->nstreams == 0) {
-        ms = c->draining ? CLOSE_LINGER_MS : (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_TIMEOUT);
-        /* On the way to the idle timeout, a stop where the connection frees what it can. */
-        uint64_t nap = (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_SLEEP);
-        if (!c->draining && !c->asleep && nap > 0 && (ms == 0 || nap < ms) && !fixed_deadline(c)) {
-            ms = nap;
-            c->nap_due = true;
-        }
-    } else
-        ms = 0; /* handlers at work: their pace */
-    uint64_t deadline = fixed_deadline(c);
-    if (deadline) {
-        uint64_t now = io_loop_now(c->s.loop);
-        uint64_t left = deadline > now ? deadline - now : 1;
-        if (ms == 0 || left < ms)
-            ms = left;
-    }
-    if (ms)
-        io_timer_set(c->s.loop, &c->timer, ms);
+    if (c->draining && !c->draining_at)
+        c->draining_at = now_of(c);
+    h2_due what;
+    uint64_t at = next_deadline(c, &what);
+    uint64_t now = io_loop_now(c->s.loop);
+    if (at)
+        io_timer_set(c->s.loop, &c->timer, at > now ? at - now : 1);
     else
         io_timer_stop(c->s.loop, &c->timer);
 }
@@ -989,6 +1200,8 @@ static void pump_output(h2_conn *c)
             }
             if (n == 0)
                 break;
+            if (io_buf_size(&c->s.out) == 0)
+                c->written_at = now_of(c); /* output starts to wait for the socket */
             if (io_stream_queue(&c->s, data, (size_t)n) != NOOK_OK) {
                 c->close_now = true;
                 return;
@@ -997,7 +1210,10 @@ static void pump_output(h2_conn *c)
         }
         if (!produced && io_buf_size(&c->s.out) == 0)
             return; /* nothing queued and nothing nghttp2 can send now */
+        size_t waiting = io_buf_size(&c->s.out);
         int rc = io_stream_flush(&c->s);
+        if (io_buf_size(&c->s.out) < waiting)
+            c->written_at = now_of(c); /* write progress: the only thing that moves it */
         if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
             c->close_now = true;
             return;
@@ -1022,7 +1238,7 @@ static void feed_input(h2_conn *c)
     size_t n = io_buf_size(&c->s.in);
     if (n == 0)
         return;
-    ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)io_buf_head(&c->s.in), n);
+    ssize_t used = feed_frames(c, (const uint8_t *)io_buf_head(&c->s.in), n);
     if (used < 0) {
         core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 connection error: %s", (int)c->peer_len, c->peer,
                  nghttp2_strerror((int)used));
@@ -1032,7 +1248,7 @@ static void feed_input(h2_conn *c)
         start_closing(c);
         return;
     }
-    io_buf_consume(&c->s.in, (size_t)used);
+    io_buf_consume(&c->s.in, c->calm ? n : (size_t)used); /* ending: the rest is dropped */
     consume_received(c);
     if (!c->draining && !nghttp2_session_want_read(c->ng))
         start_closing(c); /* nghttp2 ended the session over the peer's frames */
@@ -1139,33 +1355,34 @@ static void on_timer(io_timer *t)
         schedule(c);
         return;
     }
-    if (c->nap_due) {
-        c->nap_due = false;
+    h2_due what;
+    uint64_t at = next_deadline(c, &what);
+    if (at == 0 || at > io_loop_now(c->s.loop)) {
+        set_phase_timer(c); /* progress since the timer was set moved the deadline */
+        return;
+    }
+    switch (what) {
+    case DUE_NAP:
         io_stream_sleep(&c->s);
         release_framebuf(c);
         c->asleep = true;
         set_phase_timer(c); /* now the idle timeout itself */
         return;
-    }
-    uint64_t now = io_loop_now(c->s.loop);
-    uint64_t settings_ms = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_SETTINGS_TIMEOUT);
-    uint64_t window_ms = (uint64_t)core_opt(c->lim, NOOK_OPT_H2_ZERO_WINDOW_TIMEOUT);
-    if (!c->settings_acked && settings_ms > 0 && now >= c->started_at + settings_ms) {
+    case DUE_SETTINGS:
         end_connection(c, NGHTTP2_SETTINGS_TIMEOUT, "SETTINGS not acknowledged in time");
         service(c);
         return;
-    }
-    if (c->stalled_since && window_ms > 0 && now >= c->stalled_since + window_ms) {
+    case DUE_STALL:
         calm_down(c, "response held back by a flow-control window left closed");
         service(c);
         return;
-    }
-    if (c->nstreams == 0 && io_buf_size(&c->s.out) == 0 && !c->draining) {
+    case DUE_IDLE:
         /* Idle: say goodbye properly, then close shortly after. */
         nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
         c->draining = true;
         service(c);
         return;
+    default: break;
     }
     core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 connection timed out", (int)c->peer_len, c->peer);
     if (!c->draining) {
@@ -1270,7 +1487,8 @@ static h2_conn *start(core_worker *w, io_stream *from, nook_str peer)
         io_free(a, c);
         return NULL;
     }
-    c->started_at = io_loop_now(c->s.loop);
+    c->started_at = c->active_at = now_of(c);
+    c->rx.preface_left = NGHTTP2_CLIENT_MAGIC_LEN;
     c->window_credit = WINDOW_CREDIT_START;
     core_worker_add_conn(w, &c->link);
     io_stream_want_read(&c->s, true);
