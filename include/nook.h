@@ -504,6 +504,18 @@ NOOK_API int nook_filter_pass(nook_req *req, const void *data, size_t len, int e
 NOOK_API int nook_use(nook_server *srv, const char *prefix, nook_handler_fn fn, void *user_data,
                       nook_free_fn free_ud);
 
+/* Registers middleware for one route: it runs only for requests that the route registered with
+ * this pattern (same method and shape; parameter names may differ) answers, in the same
+ * registration order as all other middleware, so one registered after the server-wide and
+ * prefix middleware runs after them, just before the handler:
+ *     nook_route(srv, "DELETE /users/{id}", delete_user, NULL, NULL);
+ *     nook_route_use(srv, "DELETE /users/{id}", require_admin, NULL, NULL);
+ * It does not run for 404 or 405 answers (no route was chosen). Errors: NOOK_ENOTFOUND (no such
+ * route yet: register the route first), NOOK_EINVAL, NOOK_ESTATE, NOOK_ENOMEM; ownership as
+ * for nook_route(). */
+NOOK_API int nook_route_use(nook_server *srv, const char *pattern, nook_handler_fn fn,
+                            void *user_data, nook_free_fn free_ud);
+
 /* Continues with the next matching middleware, then the route's handler (or the 404/405 answer).
  * Errors: NOOK_ESTATE (a response was already started, or called twice from one middleware),
  * NOOK_ECLOSED (the client went away). */

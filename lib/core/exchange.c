@@ -351,8 +351,13 @@ static void require_progress(nook_req *r, const char *what, size_t mw_before,
     }
 }
 
-static bool prefix_covers(const core_mw *m, nook_str path)
+/* Whether a middleware runs for the request: a route's own (nook_route_use) for that route's
+ * requests only, the others for the paths under their prefix. */
+static bool mw_covers(const core_mw *m, const nook_req *r)
 {
+    if (m->route)
+        return m->route == r->route;
+    nook_str path = r->path;
     if (m->prefix_len == 0)
         return true;
     return path.len >= m->prefix_len && memcmp(path.ptr, m->prefix, m->prefix_len) == 0 &&
@@ -409,7 +414,7 @@ static void run_chain(nook_req *r)
 {
     size_t n;
     const core_mw *mws = core_worker_middleware(r->w, &n);
-    while (r->mw_next < n && !prefix_covers(&mws[r->mw_next], r->path))
+    while (r->mw_next < n && !mw_covers(&mws[r->mw_next], r))
         r->mw_next++;
     if (r->mw_next == n) {
         r->mw_next = n + 1; /* past the handler: nook_next is no longer valid */
@@ -440,7 +445,7 @@ static bool mw_takes_body(const nook_req *r)
     size_t n;
     const core_mw *mws = core_worker_middleware(r->w, &n);
     for (size_t i = 0; i < n; i++)
-        if (mws[i].takes_body && prefix_covers(&mws[i], r->path))
+        if (mws[i].takes_body && mw_covers(&mws[i], r))
             return true;
     return false;
 }
@@ -463,7 +468,7 @@ bool core_exchange_answer_unrouted(nook_req *r)
     size_t n;
     const core_mw *mws = core_worker_middleware(r->w, &n);
     for (size_t i = 0; i < n; i++)
-        if (prefix_covers(&mws[i], r->path))
+        if (mw_covers(&mws[i], r))
             return false; /* a middleware may answer this path: it needs the request whole */
     dispatch(r);          /* 404, or 405 with Allow */
     return true;

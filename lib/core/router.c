@@ -489,6 +489,24 @@ int core_router_add(core_router *r, const char *text, void *target)
     return NOOK_OK;
 }
 
+int core_router_find(const core_router *r, const char *text, void **target)
+{
+    pattern p;
+    if (!r || !text || parse_pattern(text, &p) != NOOK_OK)
+        return NOOK_EINVAL;
+    int method = ANY_METHOD;
+    if (p.method_len && (method = find_method(r, p.method, p.method_len)) < 0)
+        return NOOK_ENOTFOUND;
+    const rnode *n = find_shape(r, &p);
+    for (size_t i = 0; n && i < n->nentries; i++) {
+        if (n->entries[i].method == method) {
+            *target = n->entries[i].target;
+            return NOOK_OK;
+        }
+    }
+    return NOOK_ENOTFOUND;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Matching
  * ------------------------------------------------------------------------------------------- */

@@ -69,6 +69,10 @@ void core_router_free(core_router *r, void (*free_target)(void *target));
  * see above), NOOK_ENOMEM. On error nothing is registered. */
 int core_router_add(core_router *r, const char *pattern, void *target);
 
+/* The target of the route registered with a pattern of the same method and shape as `pattern`
+ * (parameter names aside): NOOK_OK, NOOK_ENOTFOUND, or NOOK_EINVAL for a malformed pattern. */
+int core_router_find(const core_router *r, const char *pattern, void **target);
+
 /*
  * Finds the route for a request. `path` is the raw path without the query; one that does not
  * start with '/' ("*") matches nothing. A NULL or empty method is answered by method-less routes.

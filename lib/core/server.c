@@ -358,6 +358,21 @@ int nook_use(nook_server *srv, const char *prefix, nook_handler_fn fn, void *use
     return NOOK_OK;
 }
 
+int nook_route_use(nook_server *srv, const char *pattern, nook_handler_fn fn, void *user_data,
+                   nook_free_fn free_ud)
+{
+    if (!srv || !pattern || !fn)
+        return NOOK_EINVAL;
+    void *target;
+    int rc = srv->router ? core_router_find(srv->router, pattern, &target) : NOOK_ENOTFOUND;
+    if (rc != NOOK_OK)
+        return rc;
+    rc = nook_use(srv, NULL, fn, user_data, free_ud);
+    if (rc == NOOK_OK)
+        srv->mws[srv->nmws - 1].route = target;
+    return rc;
+}
+
 int core_use_taking_body(nook_server *srv, const char *prefix, nook_handler_fn fn,
                          void *user_data, nook_free_fn free_ud)
 {

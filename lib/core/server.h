@@ -75,6 +75,7 @@ typedef struct core_mw {
     void *user_data;
     nook_free_fn free_ud;
     bool takes_body; /* registered with core_use_taking_body */
+    const void *route; /* nook_route_use: only for requests this route target matched */
 } core_mw;
 
 const core_mw *core_worker_middleware(const core_worker *w, size_t *count);

@@ -69,6 +69,25 @@ def short_circuit_skips_the_handler(ctx):
 
 
 @case
+def route_middleware_runs_for_its_route_only(ctx):
+    # nook_route_use on "GET /users/{id}": its hook marks that route's answers, its check can
+    # answer instead of the handler, and nothing else (another route, a 405 on the same path,
+    # a 404) sees it.
+    for name, flags, base, _ in protocols(ctx):
+        status, h, body, _ = fetch(flags, base + "/users/7")
+        eq((status, body, h.get("x-route-mw")), (200, "user:7", "users"),
+           "%s: GET /users/7 through its route's middleware" % name)
+        status, h, body, _ = fetch(flags, base + "/users/7", "-H", "X-Deny: 1")
+        eq((status, body), (403, "denied"), "%s: the route's middleware answers" % name)
+        status, h, body, _ = fetch(flags, base + "/users/7/posts/1")
+        eq((status, h.get("x-route-mw")), (200, None), "%s: another route" % name)
+        status, h, body, _ = fetch(flags, base + "/users/7", "-X", "POST", "-H", "X-Deny: 1")
+        eq((status, h.get("x-route-mw")), (405, None), "%s: a 405 on the same path" % name)
+        status, h, body, _ = fetch(flags, base + "/nothing/here", "-H", "X-Deny: 1")
+        eq(status, 404, "%s: a 404" % name)
+
+
+@case
 def filter_on_streamed_response(ctx):
     for name, flags, base, _ in protocols(ctx):
         status, h, body, _ = fetch(flags, base + "/mw/stream", "-H", "X-Upper: 1")

@@ -69,6 +69,9 @@
  *   GET /mw/late    "late answer", from another thread after 20 ms
  *   GET /mw/count   the number of /mw requests finished before this one
  *   GET /mw/cancelled   how many /mw requests were cancelled (client gone: CANCEL hook)
+ *
+ * Route middleware (nook_route_use) on "GET /users/{id}" only: adds "X-Route-MW: users" on the
+ * way out; "X-Deny: 1" → 403 "denied" (the handler never runs).
  */
 #define _GNU_SOURCE /* sigaction, strndup, RTLD_NEXT */
 #include <dlfcn.h>
@@ -642,6 +645,24 @@ static void mw_continue(nook_req *req, void *ud)
         nook_next(req);
 }
 
+static void route_mw_header(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_res_set_header(req, "X-Route-MW", "users");
+}
+
+static void route_mw(nook_req *req, void *ud)
+{
+    (void)ud;
+    nook_str deny = nook_req_header(req, "X-Deny");
+    if (deny.len == 1 && deny.ptr[0] == '1') {
+        nook_respond(req, 403, "text/plain", "denied", 6);
+        return;
+    }
+    nook_req_on(req, NOOK_ON_HEADERS, route_mw_header, NULL);
+    nook_next(req);
+}
+
 static void mw_main(nook_req *req, void *ud)
 {
     (void)ud;
@@ -988,6 +1009,8 @@ int main(int argc, char **argv)
     int mw_rc = access_log ? use_access_log(access_log) : NOOK_OK;
     if (mw_rc == NOOK_OK)
         mw_rc = nook_use(server, "/mw", mw_main, NULL, NULL);
+    if (mw_rc == NOOK_OK)
+        mw_rc = nook_route_use(server, "GET /users/{id}", route_mw, NULL, NULL);
     if (mw_rc == NOOK_OK)
         mw_rc = nook_use_compress(server, "/gz", 0, 0);
     if (mw_rc == NOOK_OK && static_root)

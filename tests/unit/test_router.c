@@ -493,6 +493,31 @@ static void test_method_limits(void)
     core_router_free(r, NULL);
 }
 
+/* core_router_find: the route registered with a pattern of the same method and shape. */
+static void test_find(void)
+{
+    core_router *r = core_router_new(&io_alloc_libc);
+    int a, b, c;
+    CHECK_INT(core_router_add(r, "GET /users/{id}", &a), NOOK_OK);
+    CHECK_INT(core_router_add(r, "POST /users/{id}", &b), NOOK_OK);
+    CHECK_INT(core_router_add(r, "/files/{rest...}", &c), NOOK_OK);
+    void *t = NULL;
+    CHECK_INT(core_router_find(r, "GET /users/{id}", &t), NOOK_OK);
+    CHECK(t == &a);
+    CHECK_INT(core_router_find(r, "GET /users/{other}", &t), NOOK_OK); /* names do not matter */
+    CHECK(t == &a);
+    CHECK_INT(core_router_find(r, "POST /users/{id}", &t), NOOK_OK);
+    CHECK(t == &b);
+    CHECK_INT(core_router_find(r, "/files/{p...}", &t), NOOK_OK);
+    CHECK(t == &c);
+    CHECK_INT(core_router_find(r, "PUT /users/{id}", &t), NOOK_ENOTFOUND);   /* unknown method */
+    CHECK_INT(core_router_find(r, "/users/{id}", &t), NOOK_ENOTFOUND);       /* no method-less */
+    CHECK_INT(core_router_find(r, "GET /users/x", &t), NOOK_ENOTFOUND);      /* another shape */
+    CHECK_INT(core_router_find(r, "GET /users/{id}/x", &t), NOOK_ENOTFOUND); /* deeper */
+    CHECK_INT(core_router_find(r, "GET users", &t), NOOK_EINVAL);
+    core_router_free(r, NULL);
+}
+
 int main(void)
 {
     test_precedence();
@@ -505,5 +530,6 @@ int main(void)
     test_alloc_failure();
     test_match_edges();
     test_method_limits();
+    test_find();
     return check_main("router");
 }

@@ -145,6 +145,18 @@ static void hello(nook_req *req, void *ud)
     nook_respond(req, 200, "text/plain", "hi", 2);
 }
 
+static void test_route_use_needs_its_route(void)
+{
+    nook_server *s = nook_server_new();
+    CHECK_INT(nook_route_use(s, "GET /a/{id}", noop, NULL, NULL), NOOK_ENOTFOUND);
+    CHECK_INT(nook_route(s, "GET /a/{id}", noop, NULL, NULL), NOOK_OK);
+    CHECK_INT(nook_route_use(s, "GET /a/{x}", noop, NULL, NULL), NOOK_OK);
+    CHECK_INT(nook_route_use(s, "POST /a/{x}", noop, NULL, NULL), NOOK_ENOTFOUND);
+    CHECK_INT(nook_route_use(s, "GET a", noop, NULL, NULL), NOOK_EINVAL);
+    CHECK_INT(nook_route_use(s, NULL, noop, NULL, NULL), NOOK_EINVAL);
+    nook_server_free(s);
+}
+
 static void test_host_loop(void)
 {
     allocs = frees = 0;
@@ -341,6 +353,7 @@ int main(void)
     test_errors();
     test_options();
     test_listen_and_routes();
+    test_route_use_needs_its_route();
     test_host_loop();
     test_host_loop_timers_and_logger();
     test_middleware_uses_the_allocator();
