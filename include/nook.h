@@ -111,7 +111,8 @@ NOOK_API void nook_server_free(nook_server *srv);
  * value out of range. Time values are in milliseconds; 0 disables a timeout. */
 typedef enum nook_opt {
     NOOK_OPT_THREADS = 1,          /* worker loops for run()/start() [online CPUs], 1..256 */
-    NOOK_OPT_MAX_CONNECTIONS,      /* open connections per worker [10000]; extra ones are closed */
+    NOOK_OPT_MAX_CONNECTIONS,      /* open connections, all workers together [10000]; extra ones
+                                      are closed at accept */
     NOOK_OPT_MAX_REQUEST_LINE,     /* bytes in the request line [8192] → 414 */
     NOOK_OPT_MAX_HEADER_BYTES,     /* bytes in the whole request head [16384] → 431 */
     NOOK_OPT_MAX_HEADERS,          /* header fields in a request [100] → 431 */

@@ -6,6 +6,8 @@
 #   FUZZ_PARALLEL=N   run N harnesses at once (default 1)
 #   FUZZ_OUT=DIR      keep each harness's log, grown corpus and any crash artifact in DIR
 #                     (default: a temporary directory removed on exit)
+# An input that fails a harness is also copied to BUILD_DIR/fuzz-artifacts/, and the command that
+# reproduces it is printed.
 # The long run reported in docs/security.md was
 #   FUZZ_PARALLEL=2 FUZZ_OUT=/tmp/fuzz-long nice -n 19 bash tools/fuzz.sh build/fuzz 1800
 set -euo pipefail
@@ -32,6 +34,16 @@ run_one() {
       "${dict[@]}" -artifact_prefix="$work/$name.artifacts/" "$work/$name" \
       2>"$work/$name.log"; then
     tail -n 60 "$work/$name.log"
+    # Keep the input that failed where it survives the temporary directory, and say how to run it.
+    local artifact kept
+    mkdir -p "$build/fuzz-artifacts"
+    for artifact in "$work/$name.artifacts"/*; do
+      if [ -f "$artifact" ]; then
+        kept="$build/fuzz-artifacts/$name-$(basename "$artifact")"
+        cp "$artifact" "$kept"
+        echo "fuzz: $name: reproduce with: $bin $kept"
+      fi
+    done
     echo "fuzz: $name FAILED"
     return 1
   fi

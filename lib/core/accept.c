@@ -172,6 +172,7 @@ void core_accept(core_worker *w, int fd, const struct sockaddr *peer, socklen_t 
     if (!f) {
         core_log(w, NOOK_LOG_ERROR, "out of memory for a new connection");
         close(fd);
+        core_worker_drop_slot(w);
         return;
     }
     memset(f, 0, sizeof *f);
@@ -185,11 +186,12 @@ void core_accept(core_worker *w, int fd, const struct sockaddr *peer, socklen_t 
     if (io_stream_init(&f->s, core_worker_loop(w), a, fd, on_io, SIZE_MAX) != NOOK_OK) {
         core_log(w, NOOK_LOG_ERROR, "cannot watch a new connection: %s", strerror(errno));
         close(fd);
+        core_worker_drop_slot(w);
         io_free(a, f);
         return;
     }
     core_worker_add_conn(w, &f->link);
-    if (!core_worker_admit_peer(w, peer, &f->s)) {
+    if (!core_worker_admit(w, peer, &f->s)) {
         core_log(w, NOOK_LOG_WARN, "%.*s: per-address connection limit (%lld) reached; closing",
                  (int)f->peer_len, f->peer,
                  (long long)core_opt(core_worker_limits(w), NOOK_OPT_MAX_CONNECTIONS_PER_IP));

@@ -14,7 +14,8 @@ typedef struct core_listener {
     int port;      /* for Alt-Svc */
 } core_listener;
 
-/* Takes ownership of an accepted non-blocking socket. */
+/* Takes ownership of an accepted non-blocking socket and of the connection slot taken for it
+ * (core/server.c). */
 void core_accept(core_worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len,
                  const core_listener *l);
 

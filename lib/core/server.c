@@ -3,7 +3,8 @@
  *
  * Each worker owns an event loop, its own listening sockets (SO_REUSEPORT copies for TCP, a
  * dup for Unix sockets, which cannot share a port) and every connection it accepts, from
- * accept to close. Workers share only read-only state (options, routes) and the stop flag.
+ * accept to close. Workers share read-only state (options, routes), the stop flag, and the
+ * connection counts (an atomic total, and the per-address table under a lock).
  */
 #include "core/server.h"
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,6 +113,7 @@ struct nook_server {
     pthread_mutex_t peers_lock; /* guards peers: every worker accepts */
     peer_count *peers[PEER_BUCKETS];
     uint64_t peer_seed;         /* hash key, so that addresses cannot be picked to collide */
+    atomic_llong nsockets;      /* accepted sockets not yet closed, all workers together */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -172,9 +175,17 @@ nook_server *nook_server_new(void)
         srv->listeners[i].fd = -1;
     atomic_init(&srv->state, SRV_IDLE);
     pthread_mutex_init(&srv->peers_lock, NULL);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    srv->peer_seed = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)srv;
+    atomic_init(&srv->nsockets, 0);
+    /* A secret key: a client that cannot learn it cannot pick addresses that share a bucket.
+     * GRND_NONBLOCK: never wait for the kernel's pool at early boot; then (or on a kernel
+     * without getrandom) the clock and an address are a weaker key, still not a fixed one. */
+    if (getrandom(&srv->peer_seed, sizeof srv->peer_seed, GRND_NONBLOCK) !=
+        (ssize_t)sizeof srv->peer_seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        srv->peer_seed =
+            ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)srv;
+    }
     return srv;
 }
 
@@ -476,7 +487,29 @@ void core_worker_add_conn(core_worker *w, core_conn *c)
     w->nconns++;
 }
 
-/* ---- connections per client address ---- */
+/* ---- connection counts: all workers together (NOOK_OPT_MAX_CONNECTIONS), per address ----
+ * A slot is taken in on_accept, before anything is allocated for the connection; the stream
+ * gives it back when its socket closes (io_stream's on_close, which moves with the stream from
+ * the front door to the codec). */
+
+/* Takes one of the server's `max` connection slots; false when all are taken. A refused
+ * attempt may make a concurrent one fail too (both saw the count over the limit for a moment),
+ * never admit one too many. */
+static bool slot_take(nook_server *srv, int64_t max)
+{
+    if (atomic_fetch_add_explicit(&srv->nsockets, 1, memory_order_relaxed) < max)
+        return true;
+    atomic_fetch_sub_explicit(&srv->nsockets, 1, memory_order_relaxed);
+    return false;
+}
+
+static void slot_release(void *arg)
+{
+    nook_server *srv = arg;
+    atomic_fetch_sub_explicit(&srv->nsockets, 1, memory_order_relaxed);
+}
+
+void core_worker_drop_slot(core_worker *w) { slot_release(w->srv); }
 
 static size_t peer_bucket(const nook_server *srv, const unsigned char *addr, size_t len)
 {
@@ -500,14 +533,17 @@ static void peer_release(void *arg)
         io_free(&srv->alloc, p);
     }
     pthread_mutex_unlock(&srv->peers_lock);
+    slot_release(srv);
 }
 
-bool core_worker_admit_peer(core_worker *w, const struct sockaddr *peer, io_stream *s)
+bool core_worker_admit(core_worker *w, const struct sockaddr *peer, io_stream *s)
 {
     nook_server *srv = w->srv;
     int64_t limit = core_opt(&srv->limits, NOOK_OPT_MAX_CONNECTIONS_PER_IP);
     const unsigned char *addr;
     size_t len;
+    s->on_close = slot_release; /* replaced by peer_release below, which releases both */
+    s->on_close_arg = srv;
     if (limit <= 0)
         return true;
     if (peer->sa_family == AF_INET) {
@@ -594,6 +630,7 @@ static void on_accept(io_watch *watch, uint32_t events)
     worker_listener *l = (worker_listener *)watch;
     core_worker *w = l->worker;
     int64_t max_conns = core_opt(&w->srv->limits, NOOK_OPT_MAX_CONNECTIONS);
+    char peer[64];
     for (int i = 0; i < ACCEPTS_PER_EVENT && !w->stopping; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
@@ -607,9 +644,10 @@ static void on_accept(io_watch *watch, uint32_t events)
             }
             return;
         }
-        if ((int64_t)w->nconns >= max_conns) {
-            core_log(w, NOOK_LOG_WARN, "connection limit (%lld) reached; closing a new one",
-                     (long long)max_conns);
+        if (!slot_take(w->srv, max_conns)) {
+            size_t n = io_addr_format((struct sockaddr *)&ss, len, peer, sizeof peer);
+            core_log(w, NOOK_LOG_WARN, "%.*s: connection limit (%lld) reached; closing", (int)n,
+                     peer, (long long)max_conns);
             close(fd);
             continue;
         }

@@ -43,10 +43,14 @@ bool core_worker_stopping(const core_worker *w);
 
 void core_worker_add_conn(core_worker *w, core_conn *c);
 
-/* NOOK_OPT_MAX_CONNECTIONS_PER_IP: counts a new connection from `peer` (TCP only) and arranges
- * for the count to drop when the stream's socket is closed. false: that address already has
- * its limit (the caller closes the connection). Any worker thread. */
-bool core_worker_admit_peer(core_worker *w, const struct sockaddr *peer, io_stream *s);
+/* Called once per accepted connection, as soon as its stream exists: hands the server-wide
+ * connection slot (NOOK_OPT_MAX_CONNECTIONS, taken when the socket was accepted) to the stream,
+ * which gives it back when its socket closes, and applies NOOK_OPT_MAX_CONNECTIONS_PER_IP:
+ * counts the connection for `peer` (TCP only) until then. false: that address already has its
+ * limit (the caller closes the stream). Any worker thread. */
+bool core_worker_admit(core_worker *w, const struct sockaddr *peer, io_stream *s);
+/* Gives back the connection slot of a socket closed before core_worker_admit() (setup failed). */
+void core_worker_drop_slot(core_worker *w);
 void core_worker_remove_conn(core_worker *w, core_conn *c);
 
 /* The current HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes), cached per second. */

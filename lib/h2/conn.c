@@ -22,6 +22,8 @@
 #define OUTPUT_CHUNK_MAX (256 * 1024) /* stop asking nghttp2 for bytes past this much queued */
 #define HEADER_OVERHEAD 32            /* RFC 9113 §6.5.2: each field counts name + value + 32 */
 #define CLOSE_LINGER_MS 1000
+#define CLOSE_LINGER_BYTES (64 * 1024) /* input dropped after a GOAWAY before we stop reading */
+#define HEAD_BYTES_PER_GLITCH 64 /* a refused request head costs a glitch per this many bytes */
 #define RESET_RING 32 /* streams we reset lately: their late HEADERS (trailers) are no error */
 #define GLITCH_WINDOW_MS 60000 /* NOOK_OPT_H2_MAX_GLITCHES refills over this time */
 #define WINDOW_CREDIT_START 16 /* WINDOW_UPDATEs a new connection may send before any data */
@@ -56,6 +58,8 @@ typedef struct h2_stream {
     size_t unconsumed;  /* bytes of complete DATA frames, not yet credited back to the peer */
     size_t body_held;   /* body bytes given to a buffering exchange (counted in body_held) */
     bool trailers_refused;    /* the trailers broke a limit: the stream is being reset */
+    size_t head_wire;         /* wire bytes of the request's HEADERS frame */
+    bool malformed;           /* an invalid field arrived: reset once the block ends */
     const core_hdr *trailers; /* in the exchange's memory, valid while ex lives */
     size_t ntrailers;
 } h2_stream;
@@ -108,6 +112,7 @@ struct h2_conn {
     uint64_t draining_at;   /* the connection began to drain; 0: not yet */
     bool calm;              /* ending for misbehaviour (see end_connection) */
     bool lingering;         /* GOAWAY out, write side shut: input is read and dropped */
+    size_t lingered;        /* bytes dropped so far while lingering */
     bool close_now;
     bool draining; /* GOAWAY sent: close once streams are done and output is flushed */
     bool peer_eof;
@@ -785,8 +790,10 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     }
     c->active_at = c->request_at = now_of(c);
     h2_stream *st = stream_new(c, f->hd.stream_id);
-    if (st)
+    if (st) {
+        st->head_wire = f->hd.length;
         st->ex = core_exchange_new(c->w, &h2_ops, st, (nook_str){c->peer, c->peer_len});
+    }
     if (st && st->ex)
         core_exchange_set_protocol(st->ex, "HTTP/2", c->s.tr != &io_transport_plain);
     if (!st || !st->ex) {
@@ -939,6 +946,12 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     }
     if (st && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         st->remote_ended = true;
+    if (st && st->malformed && f->hd.type == NGHTTP2_HEADERS) {
+        st->malformed = false;
+        cancel_exchange(st);
+        reset_stream(c, st->id, NGHTTP2_PROTOCOL_ERROR);
+        return 0;
+    }
     if (!st || !st->ex || st->body_done)
         return 0;
     if (st->refuse_status) {
@@ -1020,10 +1033,15 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         remember_reset(c, f->hd.stream_id);
         /* MadeYouReset: frames that make the server reset a stream cost as much as the
          * client's own resets. NO_ERROR (after a codec answer) and INTERNAL_ERROR (the
-         * handler's or our own failure) are not the client's doing. */
+         * handler's or our own failure) are not the client's doing. A request head that was
+         * refused this way was still decoded whole (HPACK must stay in step), so its size
+         * adds to the cost: a block of thousands of empty fields is not one glitch. */
         uint32_t code = f->rst_stream.error_code;
-        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_INTERNAL_ERROR)
-            glitch(c, "a stream reset the client caused");
+        if (code != NGHTTP2_NO_ERROR && code != NGHTTP2_INTERNAL_ERROR) {
+            h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+            size_t head = st && !st->dispatched ? st->head_wire : 0;
+            glitches(c, "a stream reset the client caused", 1 + head / HEAD_BYTES_PER_GLITCH);
+        }
         return 0;
     }
     if (f->hd.type == NGHTTP2_DATA) {
@@ -1035,6 +1053,29 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (st && st->refused && !st->remote_ended)
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+    return 0;
+}
+
+/* An invalid regular field (an empty name, a byte a name or value may not hold): the request is
+ * malformed (RFC 9113 §8.2.1) and its stream is reset when the header block ends. Each such
+ * field costs a glitch as it is decoded, so a block of thousands of them ends the connection
+ * part-way instead of being decoded whole first; once over budget, nghttp2 stops at once. */
+static int on_invalid_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                             size_t namelen, const uint8_t *value, size_t valuelen,
+                             uint8_t flags, void *ud)
+{
+    (void)name;
+    (void)namelen;
+    (void)value;
+    (void)valuelen;
+    (void)flags;
+    h2_conn *c = ud;
+    glitch(c, "an invalid header field");
+    if (c->calm)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* the connection is ending: decode no further */
+    h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (st)
+        st->malformed = true;
     return 0;
 }
 
@@ -1239,6 +1280,10 @@ static void feed_input(h2_conn *c)
     if (n == 0)
         return;
     ssize_t used = feed_frames(c, (const uint8_t *)io_buf_head(&c->s.in), n);
+    if (used < 0 && c->calm) {
+        io_buf_consume(&c->s.in, n); /* a callback stopped nghttp2: the GOAWAY is on its way */
+        return;
+    }
     if (used < 0) {
         core_log(c->w, NOOK_LOG_INFO, "%.*s: h2 connection error: %s", (int)c->peer_len, c->peer,
                  nghttp2_strerror((int)used));
@@ -1314,10 +1359,16 @@ static void on_io(io_watch *w, uint32_t events)
     }
     if (c->lingering) {
         int rc = io_stream_read(&c->s, 65536);
+        c->lingered += io_buf_size(&c->s.in);
         io_buf_consume(&c->s.in, io_buf_size(&c->s.in));
         if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
             c->close_now = true;
             schedule(c);
+        } else if (c->lingered > CLOSE_LINGER_BYTES) {
+            /* A client still flooding after the GOAWAY: stop reading. TCP then holds it back
+             * at no cost to us until the linger timer closes the connection; closing now
+             * would only let it start over on a new one at once. */
+            io_stream_want_read(&c->s, false);
         }
         return;
     }
@@ -1423,6 +1474,7 @@ static int session_new(h2_conn *c)
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
+    nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option *o;
     if (nghttp2_option_new(&o) != 0) {

@@ -10,12 +10,13 @@
  * polls (bounded). Then half-close our side and poll until the server closes its side, so no
  * connection is left behind between inputs.
  *
- * A connection the server keeps although the client has gone (it does so while a stream is
- * still open: a request body never finished, or a response blocked by flow control — it arms no
- * timer then) would pile up across inputs. The harness then stops and recreates the server
- * (counted, and reported once on stderr); with NOOK_FUZZ_H2C_STRICT=1 in the environment it
- * traps instead, so such an input is kept as a crash for study. NOOK_FUZZ_H2C_VERBOSE=1 logs the
- * server's messages and what each input got back (to check a seed input does what it should).
+ * A connection the server keeps although the client has gone (HTTP/2 has no half-close: the
+ * server must close once it reads our EOF, whatever streams were open) is a bug — it would pile
+ * up across inputs, as it would on a real server — so the harness traps and the input is kept as
+ * a crash. NOOK_FUZZ_H2C_STRICT=0 in the environment (to look past such a bug while it is being
+ * fixed) stops and recreates the server instead, counted and reported once on stderr.
+ * NOOK_FUZZ_H2C_VERBOSE=1 logs the server's messages and what each input got back (to check a
+ * seed input does what it should).
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -130,7 +131,7 @@ static void init_once(void)
         return;
     snprintf(sock_path, sizeof sock_path, "/tmp/nook-fuzz-h2c-%ld.sock", (long)getpid());
     const char *s = getenv("NOOK_FUZZ_H2C_STRICT");
-    strict = s && *s == '1';
+    strict = !(s && *s == '0');
     s = getenv("NOOK_FUZZ_H2C_VERBOSE");
     verbose = s && *s == '1';
     server_create();
@@ -225,7 +226,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Deferred frees (the front object, the connection) run on the next poll. */
     require(nook_server_poll(srv) == 0);
     if (!closed) {
-        require(!strict); /* NOOK_FUZZ_H2C_STRICT=1: keep this input as a crash */
+        require(!strict); /* keep this input as a crash (unless NOOK_FUZZ_H2C_STRICT=0) */
         if (recycled++ == 0)
             fprintf(stderr, "fuzz_h2c: a connection outlived its client (the server kept it "
                             "after our EOF); recreating the server after such inputs\n");

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """HTTP/1.1 resource attacks: slowloris (heads that never end), slow body (a POST body that
 trickles in), slow read (a client that never reads a large response), and a connection flood
-past NOOK_OPT_MAX_CONNECTIONS. Each attacking connection must be closed by the right limit while
-an honest h2load --h1 client keeps its success rate and latency (rules in attack.py).
+past NOOK_OPT_MAX_CONNECTIONS (also across two workers). Each attacking connection must be
+closed by the right limit, which the server's log names, while an honest h2load --h1 client
+keeps its success rate and latency (rules in attack.py).
 
 The server here runs with HEADER_TIMEOUT=1000, WRITE_TIMEOUT=1000 and MAX_CONNECTIONS=64 so the
 limits act within the test's time; MIN_BODY_RATE keeps its default (512 bytes/s, judged over
@@ -12,6 +13,7 @@ limits act within the test's time; MIN_BODY_RATE keeps its default (512 bytes/s,
 """
 import os
 import re
+import select
 import socket
 import sys
 import time
@@ -22,9 +24,12 @@ import attack as at  # noqa: E402
 import nooktest as nt  # noqa: E402
 from nooktest import case  # noqa: E402
 
-RSS_BOUND_MB = 48
+RSS_BOUND_MB = 8             # peak growth allowed during one attack scene (release build)
+SANITIZER_RSS_BOUND_MB = 32  # the same under ASan (its quarantine is 16 MiB here)
 MAX_CONNECTIONS = 64
-SCENE_SECONDS = 3.0
+HEADER_TIMEOUT_S = 1.0
+SCENE_SECONDS = at.HONEST_SECONDS
+REFUSED_WITHIN_S = 0.2       # a connection over the limit is closed this soon after connecting
 
 
 def status_of(data):
@@ -61,11 +66,13 @@ def trickle(port, head, body_piece, count, interval, limit_s):
                     s.sendall(body_piece)
                 except OSError:
                     live.remove(s)
+        ports = [s.getsockname()[1] for s in socks]
         for s in socks:
             results[s] = read_verdict(s, max(0.5, t0 + limit_s + 2 - time.monotonic()))
             s.close()
         return {"goaway": None, "closed": all(v[0] for v in results.values()),
                 "statuses": sorted(set(v[1] for v in results.values()), key=str),
+                "ports": ports, "sent": count * len(head),
                 "note": "%d connections, %.1f s" % (count, time.monotonic() - t0)}
     return one
 
@@ -75,15 +82,20 @@ class Ctx:
 
 
 def run_scene(t, name, attack_fn):
-    return at.checked_scene(t.srv, name, attack_fn, RSS_BOUND_MB, h1=True,
-                            seconds=SCENE_SECONDS)
+    return at.scene(t.srv, name, attack_fn, h1=True, seconds=SCENE_SECONDS)
 
 
-def expect_closed_with(log, status):
-    bad = [c for c in log.connections if not c["closed"] or c.get("statuses") != [status]]
-    nt.expect(log.connections and not bad,
+def finish(t, v, status, defence):
+    """The checks of the scenes here: every attacking connection answered `status` and closed,
+    the server's log naming `defence` (a regex) for each, the honest client's rules, and the
+    server still serving."""
+    bad = [c for c in v.log.connections if not c["closed"] or c.get("statuses") != [status]]
+    nt.expect(v.log.connections and not bad,
               "every attacking connection answered %s and closed" % status,
-              "%d batch(es), these not: %s" % (len(log.connections), bad[:3]))
+              "%d batch(es), these not: %s" % (len(v.log.connections), bad[:3]))
+    at.expect_defence(v, defence)
+    v.check(RSS_BOUND_MB, SANITIZER_RSS_BOUND_MB)
+    at.still_serving(t.srv.port, h1=True)
 
 
 @case
@@ -91,8 +103,7 @@ def slowloris_gets_408_and_close(t):
     # 30 connections each adding one header byte every 200 ms: the head never completes.
     head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: "
     v = run_scene(t, "slowloris", trickle(t.srv.port, head, b"a", 30, 0.2, 4.0))
-    expect_closed_with(v.log, 408)
-    at.still_serving(t.srv.port, h1=True)
+    finish(t, v, 408, r"^request timed out$")
 
 
 @case
@@ -101,8 +112,7 @@ def slow_body_gets_408_and_close(t):
     # each byte would reset BODY_TIMEOUT, the rate check still ends it within ~5-6 s.
     head = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"
     v = run_scene(t, "slow body", trickle(t.srv.port, head, b"x" * 10, 20, 0.2, 8.0))
-    expect_closed_with(v.log, 408)
-    at.still_serving(t.srv.port, h1=True)
+    finish(t, v, 408, r"^request body below the minimum rate$")
 
 
 def slow_reader(port):
@@ -116,13 +126,14 @@ def slow_reader(port):
             s.connect(("127.0.0.1", port))
             s.sendall(b"GET /stream?n=1024&size=16384 HTTP/1.1\r\nHost: a\r\n\r\n")
             socks.append(s)
+        ports = [s.getsockname()[1] for s in socks]
         time.sleep(3.0)  # WRITE_TIMEOUT is 1 s: the server must give up meanwhile
         closed = []
         for s in socks:
             r = nt.recv_until_close(s, 5)
             closed.append(not r.timed_out and len(r) < 16 * 1024 * 1024)
             s.close()
-        return {"goaway": None, "closed": all(closed), "statuses": [200],
+        return {"goaway": None, "closed": all(closed), "statuses": [200], "ports": ports,
                 "note": "%d of 5 closed early" % sum(closed)}
     return one
 
@@ -130,40 +141,143 @@ def slow_reader(port):
 @case
 def slow_read_is_closed_by_write_timeout(t):
     v = run_scene(t, "slow read", slow_reader(t.srv.port))
-    expect_closed_with(v.log, 200)
-    at.still_serving(t.srv.port, h1=True)
+    finish(t, v, 200, r"^write timed out$")
+
+
+def watch_until_closed(conns, timeout):
+    """conns: [(socket, time it connected)]. Reads all of them until each is closed by the
+    server (EOF or reset) or `timeout` s pass. Returns, per connection, [seconds from its
+    connect to the close (None if still open), bytes received]."""
+    poller = select.poll()
+    index = {}
+    for i, (s, _) in enumerate(conns):
+        s.setblocking(False)
+        poller.register(s.fileno(), select.POLLIN)
+        index[s.fileno()] = i
+    out = [[None, 0] for _ in conns]
+    deadline = time.monotonic() + timeout
+    while index and time.monotonic() < deadline:
+        for fd, _ in poller.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+            i = index.get(fd)
+            if i is None:
+                continue
+            s, connected = conns[i]
+            try:
+                data = s.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""  # a reset closes it too
+            if data:
+                out[i][1] += len(data)
+                continue
+            out[i][0] = time.monotonic() - connected
+            poller.unregister(fd)
+            del index[fd]
+    return out
+
+
+def refused_at_accept(result):
+    closed_after, nbytes = result
+    return closed_after is not None and closed_after < REFUSED_WITHIN_S and nbytes == 0
 
 
 def flood(port):
-    """Opens 3 x MAX_CONNECTIONS idle connections: the ones past the limit must be closed at
-    once, the others by HEADER_TIMEOUT; nothing may crash."""
+    """Opens 3 x MAX_CONNECTIONS idle connections while the honest client holds its
+    HONEST_CLIENTS: MAX_CONNECTIONS - HONEST_CLIENTS of them fit. Each of the others must be
+    closed at accept (EOF without a byte within REFUSED_WITHIN_S of its connect); the ones that
+    fit must stay open until HEADER_TIMEOUT ends them (they asked nothing, so they get no 408:
+    EOF without a byte)."""
     def one(deadline):
+        if time.monotonic() + 0.3 + HEADER_TIMEOUT_S + 0.5 > deadline:
+            # Too late for a whole flood while the honest client still holds its connections.
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return None
         time.sleep(0.3)  # the honest client connects first
-        socks = []
+        conns = []
         for _ in range(3 * MAX_CONNECTIONS):
-            try:
-                socks.append(nt.connect(port, timeout=5))
-            except OSError:
-                pass
-        t0 = time.monotonic()
-        closed = [not nt.recv_until_close(s, max(0.5, t0 + 4 - time.monotonic())).timed_out
-                  for s in socks]
-        for s in socks:
+            conns.append((nt.connect(port, timeout=5), time.monotonic()))
+        res = watch_until_closed(conns, HEADER_TIMEOUT_S + 3)
+        ports = [s.getsockname()[1] for s, _ in conns]
+        for s, _ in conns:
             s.close()
-        return {"goaway": None, "closed": all(closed), "statuses": [None],
-                "note": "%d connections, %d closed" % (len(socks), sum(closed))}
+        refused = [p for p, r in zip(ports, res) if refused_at_accept(r)]
+        held = [p for p, (dt, n) in zip(ports, res)
+                if dt is not None and dt >= 0.95 * HEADER_TIMEOUT_S and n == 0]
+        other = [(p, dt, n) for p, (dt, n) in zip(ports, res)
+                 if p not in refused and p not in held]
+        return {"goaway": None, "closed": all(dt is not None for dt, _ in res),
+                "statuses": [None], "ports": refused, "held": held, "other": other,
+                "note": "%d connections: %d closed at accept, %d held until HEADER_TIMEOUT, "
+                        "%d neither" % (len(conns), len(refused), len(held), len(other))}
     return one
 
 
 @case
 def connection_flood_past_max_connections(t):
     v = run_scene(t, "connection flood", flood(t.srv.port))
-    bad = [c for c in v.log.connections if not c["closed"]]
-    nt.expect(v.log.connections and not bad, "every flooding connection closed",
-              [c["note"] for c in v.log.connections])
-    nt.expect("connection limit (%d) reached" % MAX_CONNECTIONS in t.srv.stderr(),
-              "the server to log that it reached the connection limit", "no such line")
+    fit = MAX_CONNECTIONS - at.HONEST_CLIENTS
+    bad = [c["note"] for c in v.log.connections
+           if c["other"] or len(c["held"]) != fit or len(c["ports"]) != 3 * MAX_CONNECTIONS - fit]
+    nt.expect(v.log.connections and not bad,
+              "in each flood of %d: %d connections held until HEADER_TIMEOUT (the limit less the "
+              "honest client's %d), the other %d closed at accept without a byte within %.1f s"
+              % (3 * MAX_CONNECTIONS, fit, at.HONEST_CLIENTS, 3 * MAX_CONNECTIONS - fit,
+                 REFUSED_WITHIN_S), bad[:3])
+    # Each refused one was refused by the connection limit, each held one ended by the timeout.
+    at.expect_defence(v, r"^connection limit \(%d\) reached; closing$" % MAX_CONNECTIONS)
+    at.expect_defence(v, r"^no request in time$", key="held")
+    v.check(RSS_BOUND_MB, SANITIZER_RSS_BOUND_MB)
     at.still_serving(t.srv.port, h1=True)
+
+
+def ask_thread(s):
+    """GET /thread on a connection: the id of the worker that served it, or None when the
+    server closed the connection without a byte."""
+    s.sendall(b"GET /thread HTTP/1.1\r\nHost: a\r\n\r\n")
+    try:
+        first = s.recv(65536)
+    except ConnectionResetError:
+        return None
+    if not first:
+        return None
+    r = nt.Reader(s, data=first, timeout=5).read_response()
+    nt.eq(r.status, 200, "status of /thread")
+    return r.body
+
+
+@case
+def max_connections_holds_across_two_workers(t):
+    # MAX_CONNECTIONS counts the connections of all workers together. Two workers, each
+    # accepting on its own SO_REUSEPORT socket, and a limit of 16; 48 connections opened one
+    # after another, each asking GET /thread and then kept open: the first 16 are served (by
+    # both workers between them), each later one is closed without an answer, with a log line.
+    limit = 16
+    with nt.TestServer(t.opts.server, "--threads", "2", *at.server_opts(
+            "MAX_CONNECTIONS=%d" % limit, "HEADER_TIMEOUT=10000")) as srv:
+        conns = []
+        try:
+            answers = []
+            for _ in range(3 * limit):
+                conns.append(nt.connect(srv.port))
+                answers.append(ask_thread(conns[-1]))
+            served = [a for a in answers if a is not None]
+            nt.eq([a is not None for a in answers], [True] * limit + [False] * (2 * limit),
+                  "connections answered (the first %d) and refused (the rest)" % limit)
+            nt.eq(len(set(served)), 2, "workers among those that answered")
+            # The first 16 are still open and served: the refusals were not their doing.
+            nt.eq(sum(ask_thread(s) is not None for s in conns[:limit]), limit,
+                  "connections within the limit answering a second request")
+            refused = [s.getsockname()[1] for s in conns[limit:]]
+        finally:
+            for s in conns:
+                s.close()
+        log = srv.stderr()
+        missing = [p for p in refused
+                   if not re.search(r"^nook: warn: 127\.0\.0\.1:%d: connection limit \(%d\) "
+                                    r"reached; closing$" % (p, limit), log, re.M)]
+        nt.expect(not missing, "a connection-limit log line for each refused connection",
+                  "none for ports %s" % missing[:5])
 
 
 @case
@@ -225,7 +339,7 @@ def setup(opts):
     t = Ctx()
     t.opts = opts
     t.srv = nt.TestServer(opts.server, *at.server_opts(
-        "HEADER_TIMEOUT=1000", "WRITE_TIMEOUT=1000",
+        "HEADER_TIMEOUT=%d" % (HEADER_TIMEOUT_S * 1000), "WRITE_TIMEOUT=1000",
         "MAX_CONNECTIONS=%d" % MAX_CONNECTIONS)).start()
     return (t,), [t.srv]
 
