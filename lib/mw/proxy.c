@@ -1,7 +1,8 @@
 /*
  * Reverse proxy middleware: configuration, the per-worker pools, the client side of each
  * proxied request (body in, response out, hooks), request fields, balancing and passive
- * health. The upstream protocols live in proxy_h2.c and proxy_h1.c (see proxy.h).
+ * health. The upstream protocols live in lib/h2/proxy_client.c and proxy_h1.c (see
+ * proxy.h).
  */
 #include "mw/proxy.h"
 

@@ -1,7 +1,7 @@
 /*
  * Reverse proxy internals shared by proxy.c (configuration, the middleware, headers, balancing)
- * and the upstream protocols: proxy_h2.c (HTTP/2 over TLS or cleartext, nghttp2 client
- * sessions) and proxy_h1.c (HTTP/1.1).
+ * and the upstream protocols: lib/h2/proxy_client.c (HTTP/2 over TLS or cleartext, nghttp2
+ * client sessions: nghttp2 stays inside lib/h2) and proxy_h1.c (HTTP/1.1).
  *
  * Threads: the configuration (nook_proxy) is read-only once the server runs. Everything else
  * is per worker: each worker loop has its own pool (found with core_worker_local), so upstream
@@ -218,7 +218,7 @@ typedef struct px_field {
 } px_field;
 px_field *px_request_fields(px_req *px, size_t *count);
 
-/* ---- proxy_h2.c / proxy_h1.c: one interface per protocol ---- */
+/* ---- h2/proxy_client.c / proxy_h1.c: one interface per protocol ---- */
 
 typedef struct px_proto {
     /* Opens a connection to up (counted in nconns/nconnecting); NULL when it failed at once. */
