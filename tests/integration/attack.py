@@ -568,9 +568,14 @@ def expect_all_closed(log, at_least=1):
               "%d connection(s), these not: %s" % (len(log.connections), bad[:3]))
 
 
-def log_lines_for(text, port):
-    """The messages the server logged about the client connection from 127.0.0.1:port."""
-    return re.findall(r"^nook: \w+: 127\.0\.0\.1:%d: (.*)$" % port, text, re.M)
+def log_lines_by_port(text):
+    """Every message the server logged about a client connection from 127.0.0.1, by the
+    client's port: one pass over the log (an attack may have made tens of thousands of
+    connections, too many to search the whole log once for each)."""
+    by_port = {}
+    for m in re.finditer(r"^nook: \w+: 127\.0\.0\.1:(\d+): (.*)$", text, re.M):
+        by_port.setdefault(int(m.group(1)), []).append(m.group(2))
+    return by_port
 
 
 def expect_defence(v, *patterns, key="ports"):
@@ -578,14 +583,14 @@ def expect_defence(v, *patterns, key="ports"):
     logged (since the attack began) a line matching one of `patterns` (regular expressions,
     searched in the message after 'ADDR:PORT: '): the defence that fired is the one the test is
     about."""
-    text = v.server_log()
+    by_port = log_lines_by_port(v.server_log())
     rx = [re.compile(p) for p in patterns]
     missing = []
     ports = 0
     for c in v.log.connections:
         for port in c.get(key, []):
             ports += 1
-            lines = log_lines_for(text, port)
+            lines = by_port.get(port, [])
             if not any(r.search(line) for line in lines for r in rx):
                 missing.append((port, lines[:3]))
     nt.expect(ports > 0 and not missing,
