@@ -285,6 +285,25 @@ def run_attack(fn, seconds, log):
         log.error = "%s: %s" % (type(e).__name__, e)
 
 
+def reader(port, first, batch, handshake=False):
+    """An attacking connection (for scene()) that sends `first`, then `batch(i)` again and
+    again, reading all the while; handshake: wait for the server's SETTINGS first."""
+    def one(deadline):
+        a = H2Attacker(port)
+        if handshake:
+            a.handshake()
+        a.send(first)
+        i = 0
+        while not a.closed and time.monotonic() < deadline + GRACE:
+            a.send(batch(i))
+            i += 1
+            a.pump()
+        a.wait_closed(3)
+        a.close()
+        return h2_result(a, "%d batches" % i)
+    return one
+
+
 def h2_result(a, note=""):
     return {"goaway": a.goaway, "debug": a.goaway_debug[:80], "closed": a.closed,
             "rst": dict(a.rst), "statuses": dict(a.statuses), "frames": a.frames,

@@ -358,6 +358,20 @@ def connect(addr, timeout=DEFAULT_TIMEOUT):
     return s
 
 
+def connect_h2(port, tls, timeout=DEFAULT_TIMEOUT):
+    """A socket for an HTTP/2 client to 127.0.0.1:port: cleartext (h2c), or TLS offering only
+    ALPN h2 (the test certificate is not verified)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if not tls:
+        return s
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    return ctx.wrap_socket(s, server_hostname="localhost")
+
+
 class RawResult(bytes):
     """The bytes send_raw received, plus how the exchange ended: .eof (the server closed:
     FIN or RST), .reset (RST seen), .timed_out (no EOF before the deadline), .elapsed (s),

@@ -55,22 +55,6 @@ def settings_batch(i):
     return at.settings_frame([(at.S_INITIAL_WINDOW_SIZE, 65535)]) * 100
 
 
-def reader(port, first, batch):
-    """Sends `first`, then `batch(i)` again and again, reading all the while."""
-    def one(deadline):
-        a = at.H2Attacker(port)
-        a.send(first)
-        i = 0
-        while not a.closed and time.monotonic() < deadline + at.GRACE:
-            a.send(batch(i))
-            i += 1
-            a.pump()
-        a.wait_closed(3)
-        a.close()
-        return at.h2_result(a, "%d batches" % i)
-    return one
-
-
 UPLOAD = at.headers_frame(1, at.request_block("POST", "/upload"), end_stream=False)
 
 
@@ -133,13 +117,13 @@ def settings_flood_without_reading_is_closed(t):
 
 @case
 def empty_data_frames_get_enhance_your_calm(t):
-    v = at.scene(t.srv, "empty DATA frames", reader(t.srv.port, UPLOAD, empty_data))
+    v = at.scene(t.srv, "empty DATA frames", at.reader(t.srv.port, UPLOAD, empty_data))
     finish(t, v, at.glitches("empty DATA"))
 
 
 @case
 def priority_flood_gets_enhance_your_calm(t):
-    v = at.scene(t.srv, "PRIORITY flood", reader(t.srv.port, b"", priority_batch))
+    v = at.scene(t.srv, "PRIORITY flood", at.reader(t.srv.port, b"", priority_batch))
     finish(t, v, at.glitches("PRIORITY"))
 
 

@@ -50,23 +50,6 @@ def expect_defence(v, pattern):
         at.expect_defence(v, pattern)
 
 
-def reader(port, first, batch):
-    """Sends `first`, then `batch(i)` again and again, reading all the while."""
-    def one(deadline):
-        a = at.H2Attacker(port)
-        a.handshake()
-        a.send(first)
-        i = 0
-        while not a.closed and time.monotonic() < deadline + at.GRACE:
-            a.send(batch(i))
-            i += 1
-            a.pump()
-        a.wait_closed(3)
-        a.close()
-        return at.h2_result(a, "%d batches" % i)
-    return one
-
-
 def scene(srv, name, attack_fn, defence):
     v = at.checked_scene(srv, name, attack_fn, RSS_BOUND_MB)
     at.expect_all_closed_with(v.log, at.ENHANCE_YOUR_CALM)
@@ -242,8 +225,8 @@ def window_updates(i):
 
 @case
 def unknown_frame_flood_gets_enhance_your_calm(t):
-    scene(t.srv, "unknown frame type flood", reader(t.srv.port, b"", unknown_frames),
-          glitches("unknown frame type"))
+    scene(t.srv, "unknown frame type flood",
+          at.reader(t.srv.port, b"", unknown_frames, handshake=True), glitches("unknown frame type"))
 
 
 @case
@@ -255,8 +238,8 @@ def data_flood_on_a_closed_stream_gets_enhance_your_calm(t):
 
 @case
 def window_update_flood_gets_enhance_your_calm(t):
-    scene(t.srv, "WINDOW_UPDATE flood", reader(t.srv.port, b"", window_updates),
-          glitches("WINDOW_UPDATE"))
+    scene(t.srv, "WINDOW_UPDATE flood",
+          at.reader(t.srv.port, b"", window_updates, handshake=True), glitches("WINDOW_UPDATE"))
 
 
 # ---------------------------------------------------------------------------------------------

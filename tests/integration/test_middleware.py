@@ -12,8 +12,6 @@ token is gone afterwards. The server runs two worker loops.
 import os
 import re
 import resource
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -147,14 +145,7 @@ class H2:
         import h2.config
         import h2.connection
         self.scheme = "https" if tls else "http"
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        if tls:
-            tctx = ssl.create_default_context()
-            tctx.check_hostname = False
-            tctx.verify_mode = ssl.CERT_NONE
-            tctx.set_alpn_protocols(["h2"])
-            s = tctx.wrap_socket(s, server_hostname="localhost")
-        self.sock = s
+        self.sock = nt.connect_h2(port, tls, timeout=5)
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()

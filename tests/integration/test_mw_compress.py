@@ -270,18 +270,11 @@ def h2_timed_get(port, tls, path, headers=()):
     """One GET over h2c or h2 over TLS with the h2 library. Returns (response headers,
     [(seconds since the request, inflated bytes so far)] per DATA frame, seconds at the end of
     the stream, the raw body)."""
-    import ssl
     import time
     import h2.config
     import h2.connection
     import h2.events as ev
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    if tls:
-        tctx = ssl.create_default_context()
-        tctx.check_hostname = False
-        tctx.verify_mode = ssl.CERT_NONE
-        tctx.set_alpn_protocols(["h2"])
-        s = tctx.wrap_socket(s, server_hostname="localhost")
+    s = nt.connect_h2(port, tls, timeout=10)
     with s:
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
                                                                     header_encoding="utf-8"))

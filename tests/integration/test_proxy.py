@@ -928,6 +928,7 @@ def a_request_on_a_connection_the_upstream_dropped_is_retried_only_when_safe(ctx
                                         ("POST", ["-d", "body"], 502), ("DELETE", [], 200)):
                 eq(fetch([], base + "/warm").status, 200, "a request that leaves an idle "
                    "connection")
+                time.sleep(0.2)  # the connection is back in the idle pool before /x arrives
                 before = len(up.requests)
                 r = fetch([], base + "/x", "-X", method, *extra)
                 eq(r.status, want, "%s %s on a connection the upstream drops" % (method, extra))
