@@ -30,8 +30,17 @@
 #define WINDOW_CREDIT_MAX 1024
 #define MIN_CONTINUATIONS 8  /* never allow fewer CONTINUATION frames per block than this */
 #define HPACK_BOMB_FACTOR 16 /* a header list this many times the limit ends the connection */
+#define AREA_BLOCKS 4        /* blocks in a session area (see area_take) */
 
 typedef struct h2_conn h2_conn;
+
+/* A block of nghttp2's in the session area (see area_take); p is NULL once nghttp2 freed it.
+ * `dead`: the frame buffer, whose content need not survive a sleep. */
+typedef struct area_block {
+    char *p;
+    size_t len;
+    bool dead;
+} area_block;
 
 typedef struct h2_stream {
     struct h2_stream *prev, *next;
@@ -117,10 +126,12 @@ struct h2_conn {
     bool draining; /* GOAWAY sent: close once streams are done and output is flushed */
     bool peer_eof;
     bool asleep;             /* idle with buffers released (io_stream_sleep) until input comes */
-    bool creating;           /* inside nghttp2_session_server_new: see FRAMEBUF_LEN */
-    char *fb;                /* nghttp2's frame buffer, page-aligned inside fb_raw */
-    char *fb_raw;
-    size_t fb_len;
+    bool creating;           /* inside nghttp2_session_server_new: see area_take */
+    bool area_failed;        /* the session area could not be mapped: use the pool */
+    char *area;              /* the session area: AREA_PAGES pages, or NULL */
+    size_t area_used;
+    area_block blocks[AREA_BLOCKS];
+    int nblocks;
     char peer[64];
     size_t peer_len;
 };
@@ -144,14 +155,21 @@ static const io_alloc *pool_of(const h2_conn *c) { return core_worker_pool(c->w)
  * Allocator bridge: nghttp2 allocates through the server's hook too.
  * ------------------------------------------------------------------------------------------- */
 
-/* nghttp2 keeps one 16 KiB frame buffer per session for its whole life, more than half of what an
- * idle HTTP/2 connection costs. Its content is dead whenever nghttp2 has nothing to send, so a
- * sleeping connection hands the buffer's pages back to the kernel (MADV_DONTNEED) and they come
- * back zero-filled, one page at a time, when nghttp2 next writes. The buffer is the allocation of
- * exactly FRAMEBUF_LEN bytes (a frame header, a pad-length byte, the largest default payload)
- * made while the session is created, and only the first such; it is placed on a page boundary
- * inside a block a page larger. Any other allocation is left alone. */
-#define FRAMEBUF_LEN (9 + 1 + 16384)
+/*
+ * Idle memory. An nghttp2 session makes a few page-sized allocations when it is created and keeps
+ * them for its life: the 16 KiB frame buffer, the stream map's 4 KiB bucket table and a 4 KiB
+ * scratch buffer. Together they are most of what an idle HTTP/2 connection costs. They are placed
+ * instead in pages of their own, one private anonymous mapping per session (the session area),
+ * so that a sleeping connection can hand pages back to the kernel (MADV_DONTNEED) and get them
+ * back zero-filled when they are next touched:
+ *   - the frame buffer's pages always: its content is dead while nothing is queued to send;
+ *   - any other block's pages only when they hold nothing but zeros (an empty stream map), since
+ *     a page that comes back zero-filled is then exactly what it was.
+ * Fresh mapped pages cost no memory until they are written, and calloc needs no memset there. If
+ * the mapping fails (the process's map count, say), allocations simply go to the pool as usual.
+ */
+#define FRAMEBUF_LEN (9 + 1 + 16384) /* frame header, pad-length byte, largest default payload */
+#define AREA_PAGES 8 /* a 5-page frame buffer and two single pages */
 
 static size_t page_size(void)
 {
@@ -163,37 +181,80 @@ static size_t page_size(void)
     return page;
 }
 
+static size_t round_to_pages(size_t n) { return (n + page_size() - 1) & ~(page_size() - 1); }
+
+static area_block *area_block_of(h2_conn *c, const void *p)
+{
+    for (int i = 0; i < c->nblocks; i++)
+        if (c->blocks[i].p == p)
+            return &c->blocks[i];
+    return NULL;
+}
+
+/* A zero-filled, page-aligned block from the session area, or NULL: only while the session is
+ * being created, only for page-sized requests and the frame buffer. */
+static void *area_take(h2_conn *c, size_t n)
+{
+    if (!c->creating || n == 0 || (n != FRAMEBUF_LEN && n % page_size() != 0) ||
+        c->nblocks == AREA_BLOCKS)
+        return NULL;
+    size_t len = round_to_pages(n);
+    if (!c->area) {
+        if (c->area_failed)
+            return NULL;
+        void *m = mmap(NULL, AREA_PAGES * page_size(), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) {
+            c->area_failed = true;
+            return NULL;
+        }
+        c->area = m;
+        c->area_used = 0;
+    }
+    if (c->area_used + len > AREA_PAGES * page_size())
+        return NULL;
+    area_block *b = &c->blocks[c->nblocks++];
+    *b = (area_block){c->area + c->area_used, len, n == FRAMEBUF_LEN};
+    c->area_used += len;
+    return b->p;
+}
+
+static void area_release(area_block *b) { (void)madvise(b->p, b->len, MADV_DONTNEED); }
+
+static void area_unmap(h2_conn *c)
+{
+    if (c->area)
+        munmap(c->area, AREA_PAGES * page_size());
+    c->area = NULL;
+    c->nblocks = 0;
+}
+
 static void *mem_malloc(size_t n, void *ud)
 {
     h2_conn *c = ud;
-    if (!c->creating || c->fb_raw || n != FRAMEBUF_LEN)
-        return io_malloc(pool_of(c), n);
-    char *raw = io_malloc(pool_of(c), n + page_size());
-    if (!raw)
-        return NULL;
-    uintptr_t at = ((uintptr_t)raw + page_size() - 1) & ~(uintptr_t)(page_size() - 1);
-    c->fb_raw = raw;
-    c->fb = (char *)at;
-    c->fb_len = n;
-    return c->fb;
+    void *p = area_take(c, n);
+    return p ? p : io_malloc(pool_of(c), n);
 }
 
 static void mem_free(void *p, void *ud)
 {
     h2_conn *c = ud;
-    if (p && p == c->fb) {
-        p = c->fb_raw;
-        c->fb = c->fb_raw = NULL;
+    area_block *b = p ? area_block_of(c, p) : NULL;
+    if (b) {
+        area_release(b); /* the pages stay mapped until the session ends, but cost nothing */
+        b->p = NULL;
+        return;
     }
     io_free(pool_of(c), p);
 }
 
 static void *mem_calloc(size_t nmemb, size_t size, void *ud)
 {
+    h2_conn *c = ud;
     if (size && nmemb > SIZE_MAX / size)
         return NULL;
-    void *p = mem_malloc(nmemb * size, ud);
-    if (p)
+    void *p = area_take(c, nmemb * size); /* already zero */
+    if (!p && (p = io_malloc(pool_of(c), nmemb * size)) != NULL)
         memset(p, 0, nmemb * size);
     return p;
 }
@@ -201,27 +262,36 @@ static void *mem_calloc(size_t nmemb, size_t size, void *ud)
 static void *mem_realloc(void *p, size_t n, void *ud)
 {
     h2_conn *c = ud;
-    if (!p)
-        return mem_malloc(n, ud);
-    if (p != c->fb)
-        return io_realloc(pool_of(c), p, n);
-    /* The frame buffer resized (nghttp2 1.52 never does): an ordinary block from now on. */
+    area_block *b = p ? area_block_of(c, p) : NULL;
+    if (!b)
+        return p ? io_realloc(pool_of(c), p, n) : mem_malloc(n, ud);
+    /* An area block resized (nghttp2 1.52 never does this): an ordinary block from now on. */
     void *q = io_malloc(pool_of(c), n);
     if (!q)
         return NULL;
-    memcpy(q, p, n < c->fb_len ? n : c->fb_len);
+    memcpy(q, p, n < b->len ? n : b->len);
     mem_free(p, ud);
     return q;
 }
 
-/* While asleep: nothing queued in nghttp2 or in our output, so the frame buffer holds nothing. */
-static void release_framebuf(h2_conn *c)
+static bool all_zero(const char *p, size_t n)
 {
-    if (!c->fb || nghttp2_session_want_write(c->ng) || io_buf_size(&c->s.out))
-        return;
-    size_t whole = c->fb_len & ~(page_size() - 1);
-    if (whole)
-        (void)madvise(c->fb, whole, MADV_DONTNEED); /* a hint: failing costs only memory */
+    const uint64_t *w = (const uint64_t *)(const void *)p; /* page-aligned */
+    uint64_t acc = 0;
+    for (size_t i = 0; i < n / sizeof *w; i++)
+        acc |= w[i];
+    return acc == 0;
+}
+
+/* Falling asleep: nothing is queued in nghttp2 or in our output (io_stream_sleep checked ours). */
+static void release_area(h2_conn *c)
+{
+    bool quiet = !nghttp2_session_want_write(c->ng) && !io_buf_size(&c->s.out);
+    for (int i = 0; i < c->nblocks; i++) {
+        area_block *b = &c->blocks[i];
+        if (b->p && ((b->dead && quiet) || (!b->dead && all_zero(b->p, b->len))))
+            area_release(b);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1340,6 +1410,7 @@ static void destroy(h2_conn *c)
         stream_free(st);
     }
     nghttp2_session_del(c->ng);
+    area_unmap(c);
     io_timer_stop(c->s.loop, &c->timer);
     io_loop_undefer(c->s.loop, &c->resume);
     io_stream_close(&c->s);
@@ -1415,7 +1486,8 @@ static void on_timer(io_timer *t)
     switch (what) {
     case DUE_NAP:
         io_stream_sleep(&c->s);
-        release_framebuf(c);
+        release_area(c);
+        core_worker_released(c->w);
         c->asleep = true;
         set_phase_timer(c); /* now the idle timeout itself */
         return;
@@ -1535,6 +1607,7 @@ static h2_conn *start(core_worker *w, io_stream *from, nook_str peer)
         core_log(w, NOOK_LOG_ERROR, "cannot start an h2 connection: %s", strerror(errno));
         if (c->ng)
             nghttp2_session_del(c->ng);
+        area_unmap(c);
         io_stream_close(c->s.watch.fd >= 0 ? &c->s : from);
         io_free(a, c);
         return NULL;
