@@ -9,6 +9,9 @@
 #include "core/server.h"
 
 #include <errno.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -59,6 +62,7 @@ struct core_worker {
     bool stopping;
     io_timer drain_timer;
     io_timer accept_pause;
+    io_timer trim_timer; /* see core_worker_released */
     time_t date_sec;
     char date[64];
     core_req_cache req_cache;
@@ -461,6 +465,39 @@ bool core_route_streams_body(const void *target)
 io_loop *core_worker_loop(core_worker *w) { return w->loop; }
 const io_alloc *core_worker_alloc(const core_worker *w) { return &w->srv->alloc; }
 const io_alloc *core_worker_pool(core_worker *w) { return io_pool_alloc(&w->pool); }
+
+/*
+ * Giving idle memory back. A connection that falls asleep frees its TLS record buffers (33 KiB)
+ * and input buffers. glibc keeps what is freed inside its heap for reuse, and a heap shared by
+ * thousands of connections is a patchwork: the freed buffers sit between live blocks, stay
+ * resident, and are only reused by the next handshakes. malloc_trim(0) returns every whole free
+ * page inside the heap to the kernel. A worker calls it once, TRIM_DELAY_MS after a connection
+ * fell asleep (so that one call covers every connection that fell asleep meanwhile); at most
+ * once per TRIM_DELAY_MS then. Only with libc's allocator: a server's own allocator keeps its own
+ * books. On 5,000 idle HTTP/2 connections over TLS this took resident memory from 18 to 11 KiB
+ * per connection (docs/performance.md).
+ */
+#define TRIM_DELAY_MS 1000
+
+void core_worker_released(core_worker *w)
+{
+#if defined(__GLIBC__)
+    if (w->stopping || w->srv->alloc.malloc_fn != io_alloc_libc.malloc_fn ||
+        io_timer_armed(&w->trim_timer))
+        return;
+    io_timer_set(w->loop, &w->trim_timer, TRIM_DELAY_MS);
+#else
+    (void)w;
+#endif
+}
+
+static void on_trim(io_timer *t)
+{
+    (void)t;
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
 const core_limits *core_worker_limits(const core_worker *w) { return &w->srv->limits; }
 bool core_worker_stopping(const core_worker *w) { return w->stopping; }
 const struct core_router *core_worker_router(const core_worker *w) { return w->srv->router; }
@@ -687,6 +724,7 @@ static void begin_stop(core_worker *w)
         return;
     w->stopping = true;
     io_timer_stop(w->loop, &w->accept_pause);
+    io_timer_stop(w->loop, &w->trim_timer);
     close_listeners(w);
     int drain = atomic_load(&w->srv->drain_ms);
     shutdown_conns(w, drain > 0);
@@ -757,6 +795,7 @@ static core_worker *worker_new(nook_server *srv)
     w->conns.next = w->conns.prev = &w->conns;
     w->drain_timer.fn = on_drain_deadline;
     w->accept_pause.fn = on_accept_pause_end;
+    w->trim_timer.fn = on_trim;
     io_pool_init(&w->pool, &srv->alloc, WORKER_POOL_BYTES);
     w->loop = io_loop_new(&srv->alloc);
     if (!w->loop) {

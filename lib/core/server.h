@@ -64,6 +64,10 @@ void *core_worker_scratch(core_worker *w, size_t size);
  * freed on the worker's thread only (HTTP/2 streams, nghttp2's memory). */
 const io_alloc *core_worker_pool(core_worker *w);
 
+/* A connection on this worker fell asleep and freed its buffers (NOOK_OPT_IDLE_SLEEP): memory
+ * that the C library may keep. The worker hands it back to the kernel a little later. */
+void core_worker_released(core_worker *w);
+
 /* The server's allocator (nook_server_set_allocator): built-in middleware allocates with it. */
 const io_alloc *core_server_alloc(const nook_server *srv);
 

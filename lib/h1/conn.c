@@ -108,6 +108,7 @@ static void idle_timer(h1_conn *c)
 static void fall_asleep(h1_conn *c)
 {
     io_stream_sleep(&c->s);
+    core_worker_released(c->w);
     nook_opt o = c->nrequests ? NOOK_OPT_IDLE_TIMEOUT : NOOK_OPT_HEADER_TIMEOUT;
     uint64_t limit = (uint64_t)core_opt(c->lim, o);
     uint64_t nap = (uint64_t)core_opt(c->lim, NOOK_OPT_IDLE_SLEEP);
