@@ -10,7 +10,7 @@ struct core_arena_chunk {
     alignas(max_align_t) unsigned char data[];
 };
 
-#define ALIGN (alignof(max_align_t))
+#define ALIGN CORE_ARENA_ALIGN
 
 void core_arena_init(core_arena *a, const io_alloc *alloc, size_t first_size)
 {
@@ -25,33 +25,26 @@ static core_arena_chunk *new_chunk(core_arena *a, size_t size)
     c->size = size;
     c->next = a->chunks;
     a->chunks = c;
-    a->used = 0;
+    a->cur = c->data;
+    a->end = c->data + size;
     return c;
 }
 
-void *core_arena_alloc(core_arena *a, size_t size)
+void *core_arena_alloc_slow(core_arena *a, size_t size)
 {
     if (size > SIZE_MAX / 2)
         return NULL;
     size_t need = (size + ALIGN - 1) & ~(ALIGN - 1);
-    if (!a->chunks || a->chunks->size - a->used < need) {
+    if (!a->chunks || (size_t)(a->end - a->cur) < need) {
         size_t csize = a->chunks ? a->chunks->size * 2 : a->first_size;
         if (csize < need)
             csize = need;
         if (!new_chunk(a, csize))
             return NULL;
     }
-    void *p = a->chunks->data + a->used;
-    a->used += need;
+    void *p = a->cur;
+    a->cur += need;
     return p;
-}
-
-void *core_arena_dup(core_arena *a, const void *p, size_t n)
-{
-    void *q = core_arena_alloc(a, n ? n : 1);
-    if (q && n)
-        memcpy(q, p, n);
-    return q;
 }
 
 char *core_arena_strndup(core_arena *a, const char *p, size_t n)
@@ -72,7 +65,10 @@ void core_arena_reset(core_arena *a)
         a->chunks = c->next;
         io_free(a->alloc, c);
     }
-    a->used = 0;
+    if (a->chunks) {
+        a->cur = a->chunks->data;
+        a->end = a->chunks->data + a->chunks->size;
+    }
 }
 
 void core_arena_free(core_arena *a)
@@ -82,5 +78,5 @@ void core_arena_free(core_arena *a)
         a->chunks = c->next;
         io_free(a->alloc, c);
     }
-    a->used = 0;
+    a->cur = a->end = NULL;
 }
