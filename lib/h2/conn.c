@@ -128,6 +128,7 @@ struct h2_conn {
     bool asleep;             /* idle with buffers released (io_stream_sleep) until input comes */
     bool creating;           /* inside nghttp2_session_server_new: see area_take */
     bool area_failed;        /* the session area could not be mapped: use the pool */
+    bool destroying;         /* in nghttp2_session_del */
     char *area;              /* the session area: AREA_PAGES pages, or NULL */
     size_t area_used;
     area_block blocks[AREA_BLOCKS];
@@ -183,6 +184,12 @@ static size_t page_size(void)
 
 static size_t round_to_pages(size_t n) { return (n + page_size() - 1) & ~(page_size() - 1); }
 
+/* Whether p lies in the session area: one comparison, as every free asks it. */
+static bool in_area(const h2_conn *c, const void *p)
+{
+    return (uintptr_t)p - (uintptr_t)c->area < c->area_used; /* area_used is 0 without an area */
+}
+
 static area_block *area_block_of(h2_conn *c, const void *p)
 {
     for (int i = 0; i < c->nblocks; i++)
@@ -193,7 +200,7 @@ static area_block *area_block_of(h2_conn *c, const void *p)
 
 /* A zero-filled, page-aligned block from the session area, or NULL: only while the session is
  * being created, only for page-sized requests and the frame buffer. */
-static void *area_take(h2_conn *c, size_t n)
+static __attribute__((noinline)) void *area_take(h2_conn *c, size_t n)
 {
     if (!c->creating || n == 0 || (n != FRAMEBUF_LEN && n % page_size() != 0) ||
         c->nblocks == AREA_BLOCKS)
@@ -226,26 +233,35 @@ static void area_unmap(h2_conn *c)
     if (c->area)
         munmap(c->area, AREA_PAGES * page_size());
     c->area = NULL;
+    c->area_used = 0;
     c->nblocks = 0;
 }
 
 static void *mem_malloc(size_t n, void *ud)
 {
     h2_conn *c = ud;
-    void *p = area_take(c, n);
+    void *p = c->creating ? area_take(c, n) : NULL;
     return p ? p : io_malloc(pool_of(c), n);
+}
+
+/* nghttp2 freed an area block: its pages stay mapped until the session ends, but cost nothing. */
+static __attribute__((noinline)) void area_free(h2_conn *c, void *p)
+{
+    area_block *b = area_block_of(c, p);
+    if (!b)
+        return;
+    if (!c->destroying) /* else unmapped in a moment */
+        area_release(b);
+    b->p = NULL;
 }
 
 static void mem_free(void *p, void *ud)
 {
     h2_conn *c = ud;
-    area_block *b = p ? area_block_of(c, p) : NULL;
-    if (b) {
-        area_release(b); /* the pages stay mapped until the session ends, but cost nothing */
-        b->p = NULL;
-        return;
-    }
-    io_free(pool_of(c), p);
+    if (in_area(c, p))
+        area_free(c, p);
+    else
+        io_free(pool_of(c), p);
 }
 
 static void *mem_calloc(size_t nmemb, size_t size, void *ud)
@@ -253,7 +269,7 @@ static void *mem_calloc(size_t nmemb, size_t size, void *ud)
     h2_conn *c = ud;
     if (size && nmemb > SIZE_MAX / size)
         return NULL;
-    void *p = area_take(c, nmemb * size); /* already zero */
+    void *p = c->creating ? area_take(c, nmemb * size) : NULL; /* already zero */
     if (!p && (p = io_malloc(pool_of(c), nmemb * size)) != NULL)
         memset(p, 0, nmemb * size);
     return p;
@@ -262,7 +278,7 @@ static void *mem_calloc(size_t nmemb, size_t size, void *ud)
 static void *mem_realloc(void *p, size_t n, void *ud)
 {
     h2_conn *c = ud;
-    area_block *b = p ? area_block_of(c, p) : NULL;
+    area_block *b = in_area(c, p) ? area_block_of(c, p) : NULL;
     if (!b)
         return p ? io_realloc(pool_of(c), p, n) : mem_malloc(n, ud);
     /* An area block resized (nghttp2 1.52 never does this): an ordinary block from now on. */
@@ -1409,6 +1425,7 @@ static void destroy(h2_conn *c)
         stream_release_exchange(st);
         stream_free(st);
     }
+    c->destroying = true;
     nghttp2_session_del(c->ng);
     area_unmap(c);
     io_timer_stop(c->s.loop, &c->timer);
