@@ -739,6 +739,22 @@ int nook_res_header(nook_req *r, const char *name, const char *value)
     return add_res_header(r, name, value);
 }
 
+/* nook_respond's Content-Type, as nook_res_set_header would set it: the name is ours (valid,
+ * and static, so not copied), and the state was checked. Every whole response comes here. */
+static int set_content_type(nook_req *r, const char *value)
+{
+    if (!valid_value(value))
+        return NOOK_EINVAL;
+    hdr_list *l = &r->res_hdrs;
+    if (l->n) {
+        remove_headers(l, "content-type");
+        if (l->n >= (size_t)core_opt(core_worker_limits(r->w), NOOK_OPT_MAX_HEADERS))
+            return NOOK_ELIMIT;
+    }
+    nook_str v = arena_str(&r->arena, value, strlen(value));
+    return v.ptr ? hdr_push(&r->arena, l, (nook_str){"Content-Type", 12}, v) : NOOK_ENOMEM;
+}
+
 int nook_res_set_header(nook_req *r, const char *name, const char *value)
 {
     int rc = check_header_args(r, name, value);
@@ -874,7 +890,7 @@ int nook_respond(nook_req *r, int status, const char *content_type, const void *
     if (r->cancelled)
         return NOOK_ECLOSED;
     int rc;
-    if (content_type && (rc = nook_res_set_header(r, "Content-Type", content_type)) != NOOK_OK)
+    if (content_type && (rc = set_content_type(r, content_type)) != NOOK_OK)
         return rc;
     r->status = status;
     if (r->hooks[NOOK_ON_HEADERS]) {
