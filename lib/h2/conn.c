@@ -129,6 +129,7 @@ struct h2_conn {
     bool creating;           /* inside nghttp2_session_server_new: see area_take */
     bool area_failed;        /* the session area could not be mapped: use the pool */
     bool destroying;         /* in nghttp2_session_del */
+    h2_stream *block_stream; /* the stream of the header block being received, or NULL */
     char *area;              /* the session area: AREA_PAGES pages, or NULL */
     size_t area_used;
     area_block blocks[AREA_BLOCKS];
@@ -333,6 +334,8 @@ static h2_stream *stream_new(h2_conn *c, int32_t id)
 static void stream_free(h2_stream *st)
 {
     h2_conn *c = st->c;
+    if (c->block_stream == st)
+        c->block_stream = NULL;
     st->prev->next = st->next;
     st->next->prev = st->prev;
     if (--c->nstreams == 0)
@@ -872,6 +875,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
             st->header_bytes = 0;
             st->nheaders = 0;
         }
+        c->block_stream = st;
         return 0;
     }
     c->active_at = c->request_at = now_of(c);
@@ -888,6 +892,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     }
     nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, st);
+    c->block_stream = st;
     return 0;
 }
 
@@ -924,7 +929,9 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 {
     (void)flags;
     h2_conn *c = ud;
-    h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    h2_stream *st = c->block_stream; /* the fields of a block come one by one: skip the lookup */
+    if (!st || st->id != f->hd.stream_id)
+        st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (!st || f->hd.type != NGHTTP2_HEADERS)
         return 0;
     /* nghttp2 1.52 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it. */
