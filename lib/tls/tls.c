@@ -629,14 +629,15 @@ static int build_config(nook_tls *t)
  * per signature on the benchmark machine, one of each per full handshake). The same key held in
  * an ECDSA-type context is signed with in place, and its group keeps the table once it is built.
  * It is built here, by one signature, while no worker runs: afterwards signing only reads the
- * group, so the one key is shared by every thread without a lock. mbedTLS 3.x keeps keys its
- * own way; they are left as parsed there.
+ * group, so the one key is shared by every thread without a lock. A key that cannot be moved
+ * over (a curve without ECDSA, no memory) simply stays as it was parsed; so do keys under
+ * mbedTLS 3.x, which keeps them its own way.
  */
-static int key_prepare(tls_cert *c)
+static void key_prepare(tls_cert *c)
 {
 #if MBEDTLS_VERSION_NUMBER < 0x03000000 && defined(MBEDTLS_ECDSA_C)
     if (mbedtls_pk_get_type(&c->key) != MBEDTLS_PK_ECKEY)
-        return 0;
+        return;
     mbedtls_pk_context k;
     mbedtls_pk_init(&k);
     unsigned char hash[32] = {0}, sig[MBEDTLS_ECDSA_MAX_LEN];
@@ -649,28 +650,13 @@ static int key_prepare(tls_cert *c)
                              NULL);
     if (rc != 0) {
         mbedtls_pk_free(&k);
-        return rc;
+        return;
     }
     mbedtls_pk_free(&c->key);
     c->key = k; /* a pk context is two pointers: moving it moves the ownership */
 #else
     (void)c;
 #endif
-    return 0;
-}
-
-static int prepare_keys(nook_tls *t)
-{
-    for (size_t i = 0; i < t->ncerts; i++) {
-        int rc = key_prepare(t->certs[i]);
-        if (rc != 0) {
-            char detail[200];
-            describe(rc, detail, sizeof detail);
-            set_error(t, "TLS key: %s", detail);
-            return is_alloc_error(rc) ? NOOK_ENOMEM : NOOK_EINVAL;
-        }
-    }
-    return NOOK_OK;
 }
 
 static int prepare_locked(nook_tls *t, bool offer_h2)
@@ -682,10 +668,11 @@ static int prepare_locked(nook_tls *t, bool offer_h2)
         return NOOK_EINVAL;
     }
     int rc = build_alpn(t, offer_h2);
-    if (rc == NOOK_OK)
-        rc = prepare_keys(t);
-    if (rc == NOOK_OK)
+    if (rc == NOOK_OK) {
+        for (size_t i = 0; i < t->ncerts; i++)
+            key_prepare(t->certs[i]);
         rc = build_config(t);
+    }
     if (rc != NOOK_OK) {
         /* Back to a clean, unprepared state so a later attempt starts over. */
         mbedtls_ssl_config_free(&t->conf);
