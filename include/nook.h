@@ -122,7 +122,11 @@ typedef enum nook_opt {
     NOOK_OPT_IDLE_SLEEP,           /* after this long idle (HTTP/1.1 between requests, HTTP/2
                                       with no stream open), a connection frees its buffers, and
                                       a TLS one also mbedTLS's two ~16.5 KiB record buffers (2.x),
-                                      all taken back when the next bytes come [1000]; 0: never */
+                                      all taken back when the next bytes come [1000]; 0: never.
+                                      With the default allocator, a worker then calls glibc's
+                                      malloc_trim(0) once, a second later, so that the freed pages
+                                      leave the process (it locks each malloc arena in turn:
+                                      up to ~2 ms with thousands of connections) */
     NOOK_OPT_HEADER_TIMEOUT,       /* time to receive a whole request head [10000] → 408
                                       (HTTP/2: a whole header block → GOAWAY, close) */
     NOOK_OPT_BODY_TIMEOUT,         /* longest pause while receiving a request body [30000] → 408 */
