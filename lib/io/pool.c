@@ -32,12 +32,14 @@ typedef union block_head {
     max_align_t align;
 } block_head;
 
+/* The smallest class whose size (1 << (MIN_SHIFT + k)) holds cap bytes: from the position of
+ * the highest bit of cap - 1, without a loop (every allocation asks this). */
 static int class_of(size_t cap)
 {
-    int k = 0;
-    while (((size_t)1 << (MIN_SHIFT + k)) < cap)
-        k++;
-    return k;
+    if (cap <= ((size_t)1 << MIN_SHIFT))
+        return 0;
+    return (int)(sizeof(unsigned long long) * 8) - __builtin_clzll((unsigned long long)cap - 1) -
+           MIN_SHIFT;
 }
 
 static void *pool_malloc(size_t n, void *ud)

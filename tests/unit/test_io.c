@@ -13,6 +13,7 @@
 #include "core/arena.h"
 #include "io/buf.h"
 #include "io/loop.h"
+#include "io/pool.h"
 #include "io/stream.h"
 #include "nook.h"
 
@@ -35,6 +36,57 @@ static void test_buf(void)
     io_buf_trim(&b, a, 0);
     CHECK(b.data == NULL);
     io_buf_free(&b, a);
+}
+
+/* The pool's backing allocator for test_pool: libc, remembering the size last asked for. */
+static size_t backing_asked;
+static void *backing_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    backing_asked = n;
+    return malloc(n);
+}
+static void *backing_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    backing_asked = n;
+    return realloc(p, n);
+}
+static void backing_free(void *p, void *ud)
+{
+    (void)ud;
+    free(p);
+}
+
+/* Every size gets a block of the smallest class that holds it (a power of two from 32 up to
+ * 4096; larger sizes exactly), all of it usable, and a freed block comes back for its class. */
+static void test_pool(void)
+{
+    const io_alloc backing = {backing_malloc, backing_realloc, backing_free, NULL};
+    io_pool pool;
+    io_pool_init(&pool, &backing, 1 << 20);
+    const io_alloc *a = io_pool_alloc(&pool);
+    for (size_t n = 1; n <= 5000; n++) {
+        backing_asked = 0;
+        unsigned char *p = io_malloc(a, n);
+        CHECK(p != NULL);
+        memset(p, 0xa5, n); /* AddressSanitizer: the whole size is the caller's */
+        size_t cls = 32;
+        while (cls < n)
+            cls *= 2;
+        size_t cap = n > 4096 ? n : cls;
+        if (backing_asked) /* a new block: its size says which class it is */
+            CHECK(backing_asked >= cap && backing_asked <= cap + 64);
+        io_free(a, p);
+        if (n <= 4096) {
+            backing_asked = 0;
+            unsigned char *q = io_malloc(a, n);
+            CHECK(q == p); /* the block just freed, from its class's list */
+            CHECK_INT(backing_asked, 0);
+            io_free(a, q);
+        }
+    }
+    io_pool_drain(&pool);
 }
 
 static void test_arena(void)
@@ -236,6 +288,7 @@ static void test_sendfile_sigpipe(void)
 int main(void)
 {
     test_buf();
+    test_pool();
     test_arena();
     test_timers();
     test_timer_pushed_later_hides_nothing();
