@@ -474,7 +474,7 @@ const io_alloc *core_worker_pool(core_worker *w) { return io_pool_alloc(&w->pool
  * page inside the heap to the kernel. A worker calls it once, TRIM_DELAY_MS after a connection
  * fell asleep (so that one call covers every connection that fell asleep meanwhile); at most
  * once per TRIM_DELAY_MS then. Only with libc's allocator: a server's own allocator keeps its own
- * books. On 5,000 idle HTTP/2 connections over TLS this took resident memory from 18 to 11 KiB
+ * books. On 3,000 idle HTTP/2 connections over TLS this took resident memory from 18 to 11 KiB
  * per connection (docs/performance.md).
  */
 #define TRIM_DELAY_MS 1000
@@ -498,6 +498,7 @@ static void on_trim(io_timer *t)
     malloc_trim(0);
 #endif
 }
+
 const core_limits *core_worker_limits(const core_worker *w) { return &w->srv->limits; }
 bool core_worker_stopping(const core_worker *w) { return w->stopping; }
 const struct core_router *core_worker_router(const core_worker *w) { return w->srv->router; }

@@ -458,6 +458,33 @@ static void test_sni(void)
     nook_tls_free(t);
 }
 
+/* Every full handshake signs with the server's key, and the client checks each
+ * ServerKeyExchange signature against the certificate: an ECDSA key (held as an ECDSA context
+ * once prepared, its curve table kept) signs correctly time after time, and an RSA key, left as
+ * it was parsed, signs too. */
+static void test_key_types(void)
+{
+    CHECK_CASE("ecdsa key, repeated signatures");
+    nook_tls *t = make_tls();
+    CHECK_INT(tls_prepare(t, true), NOOK_OK);
+    for (int i = 0; i < 5; i++) {
+        outcome r = connect_once(t, &(client_opts){.sni = i % 2 ? "other.test" : NULL});
+        CHECK_INT(r.srv_rc, NOOK_OK);
+        CHECK_INT(r.cli_rc, 0);
+    }
+    nook_tls_free(t);
+
+    CHECK_CASE("rsa key");
+    t = nook_tls_new();
+    CHECK_INT(nook_tls_add_cert_file(t, DATA("rsa.crt"), DATA("rsa.key"), NULL), NOOK_OK);
+    CHECK_INT(tls_prepare(t, true), NOOK_OK);
+    outcome r = connect_once(t, &(client_opts){0});
+    CHECK_INT(r.srv_rc, NOOK_OK);
+    CHECK_INT(r.cli_rc, 0);
+    CHECK_STRN(r.subject, strlen(r.subject), "CN=rsa.test");
+    nook_tls_free(t);
+}
+
 static void test_pem(void)
 {
     CHECK_CASE("pem");
@@ -741,6 +768,7 @@ int main(void)
     test_alpn();
     test_versions_and_suites();
     test_sni();
+    test_key_types();
     test_pem();
     test_resumption();
     test_transport();
