@@ -680,31 +680,21 @@ static void on_timer(io_timer *t)
 
 static px_conn *h2_open(px_up *up)
 {
-    int fd = px_dial(up);
-    if (fd < 0)
-        return NULL;
     px_conn *c = io_malloc(up->pool->alloc, sizeof *c);
-    if (!c) {
-        close(fd);
+    if (!c)
         return NULL;
-    }
     memset(c, 0, sizeof *c);
     c->up = up;
     c->timer.fn = on_timer;
     c->resume.fn = on_resume;
-    if (io_stream_init(&c->s, up->pool->loop, up->pool->alloc, fd, on_io, SIZE_MAX) != NOOK_OK) {
-        close(fd);
+    if (px_conn_dial(up, &c->s, on_io, &c->timer) != NOOK_OK) {
         io_free(up->pool->alloc, c);
         return NULL;
     }
-    io_watch_mod(up->pool->loop, &c->s.watch, EPOLLOUT);
     c->next = up->conns;
     if (up->conns)
         up->conns->prev = c;
     up->conns = c;
-    up->nconns++;
-    up->nconnecting++;
-    io_timer_set(up->pool->loop, &c->timer, (uint64_t)up->pool->cfg->connect_ms);
     return c;
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -337,7 +338,7 @@ static px_up *pick(px_pool *pool)
     return best;
 }
 
-int px_dial(px_up *up)
+static int dial(px_up *up)
 {
     const io_addr *a = &up->conf->addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -354,6 +355,24 @@ int px_dial(px_up *up)
         return -1;
     }
     return fd;
+}
+
+int px_conn_dial(px_up *up, io_stream *s, io_watch_fn on_io, io_timer *connect_timer)
+{
+    px_pool *pool = up->pool;
+    int fd = dial(up);
+    if (fd < 0)
+        return NOOK_ESYS;
+    int rc = io_stream_init(s, pool->loop, pool->alloc, fd, on_io, SIZE_MAX);
+    if (rc != NOOK_OK) {
+        close(fd);
+        return rc;
+    }
+    io_watch_mod(pool->loop, &s->watch, EPOLLOUT);
+    up->nconns++;
+    up->nconnecting++;
+    io_timer_set(pool->loop, connect_timer, (uint64_t)pool->cfg->connect_ms);
+    return NOOK_OK;
 }
 
 bool px_connect_failed(int fd, char *why, size_t size)

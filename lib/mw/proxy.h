@@ -197,9 +197,12 @@ bool px_idempotent(const px_req *px);
 /* Marks an upstream down for the configured back-off. */
 void px_mark_down(px_up *up);
 
-/* Starts a non-blocking TCP connect to the upstream (TCP_NODELAY): the socket, its connect in
- * progress (EPOLLOUT tells when it is done), or -1 (logged). */
-int px_dial(px_up *up);
+/* Opens the socket of a new upstream connection, for either protocol: starts a non-blocking TCP
+ * connect (TCP_NODELAY), sets up s on it watched for EPOLLOUT (the connect's end, reported to
+ * on_io), arms connect_timer for the pool's connect timeout and counts the connection in up
+ * (nconns, nconnecting). The caller links it into up->conns. NOOK_OK, or an error (logged) with
+ * nothing left open and nothing counted. */
+int px_conn_dial(px_up *up, io_stream *s, io_watch_fn on_io, io_timer *connect_timer);
 
 /* After EPOLLOUT on a dialled socket: true (and why, "connect: ...") if the connect failed. */
 bool px_connect_failed(int fd, char *why, size_t size);

@@ -605,31 +605,21 @@ static void on_timer(io_timer *t)
 
 static px_conn *h1_open(px_up *up)
 {
-    int fd = px_dial(up);
-    if (fd < 0)
-        return NULL;
     h1up *c = io_malloc(up->pool->alloc, sizeof *c);
-    if (!c) {
-        close(fd);
+    if (!c)
         return NULL;
-    }
     memset(c, 0, sizeof *c);
     c->up = up;
     c->timer.fn = on_timer;
     c->resume.fn = on_resume;
-    if (io_stream_init(&c->s, up->pool->loop, up->pool->alloc, fd, on_io, SIZE_MAX) != NOOK_OK) {
-        close(fd);
+    if (px_conn_dial(up, &c->s, on_io, &c->timer) != NOOK_OK) {
         io_free(up->pool->alloc, c);
         return NULL;
     }
-    io_watch_mod(up->pool->loop, &c->s.watch, EPOLLOUT);
     c->next = H(up->conns);
     if (c->next)
         c->next->prev = c;
     up->conns = P(c);
-    up->nconns++;
-    up->nconnecting++;
-    io_timer_set(up->pool->loop, &c->timer, (uint64_t)up->pool->cfg->connect_ms);
     return P(c);
 }
 
