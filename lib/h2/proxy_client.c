@@ -524,15 +524,12 @@ static void start_session(px_conn *c)
 
 static void handshake(px_conn *c)
 {
-    bool want_write = false;
-    int rc = tls_conn_handshake(c->tls, &want_write);
-    if (rc == NOOK_AGAIN) {
-        io_watch_mod(loop_of(c), &c->s.watch, want_write ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+    const char *why = NULL;
+    int rc = px_tls_step(&c->s, c->tls, &why);
+    if (rc == NOOK_AGAIN)
         return;
-    }
     if (rc != NOOK_OK) {
-        fail_conn(c,
-                  rc == NOOK_ECLOSED ? "closed during the TLS handshake" : tls_conn_error(c->tls));
+        fail_conn(c, why);
         return;
     }
     const char *alpn = tls_conn_alpn(c->tls);
@@ -544,9 +541,7 @@ static void handshake(px_conn *c)
         fail_conn(c, "the upstream's TLS version or cipher is not allowed for HTTP/2");
         return;
     }
-    c->s.tr = &tls_transport;
-    c->s.tr_data = c->tls;
-    c->tls = NULL;
+    px_tls_attach(&c->s, &c->tls);
     start_session(c);
 }
 

@@ -375,6 +375,24 @@ int px_conn_dial(px_up *up, io_stream *s, io_watch_fn on_io, io_timer *connect_t
     return NOOK_OK;
 }
 
+int px_tls_step(io_stream *s, tls_conn *tls, const char **why)
+{
+    bool want_write = false;
+    int rc = tls_conn_handshake(tls, &want_write);
+    if (rc == NOOK_AGAIN)
+        io_watch_mod(s->loop, &s->watch, want_write ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+    else if (rc != NOOK_OK)
+        *why = rc == NOOK_ECLOSED ? "closed during the TLS handshake" : tls_conn_error(tls);
+    return rc;
+}
+
+void px_tls_attach(io_stream *s, tls_conn **tls)
+{
+    s->tr = &tls_transport;
+    s->tr_data = *tls;
+    *tls = NULL;
+}
+
 bool px_connect_failed(int fd, char *why, size_t size)
 {
     int err = 0;

@@ -204,6 +204,13 @@ void px_mark_down(px_up *up);
  * nothing left open and nothing counted. */
 int px_conn_dial(px_up *up, io_stream *s, io_watch_fn on_io, io_timer *connect_timer);
 
+/* One step of an upstream connection's TLS handshake on s's socket: NOOK_AGAIN (s is then
+ * watched for what the handshake waits for), NOOK_OK, or an error with *why set for the log. */
+int px_tls_step(io_stream *s, tls_conn *tls, const char **why);
+
+/* After the handshake: s carries its bytes through tls, which it owns from now on (*tls = NULL). */
+void px_tls_attach(io_stream *s, tls_conn **tls);
+
 /* After EPOLLOUT on a dialled socket: true (and why, "connect: ...") if the connect failed. */
 bool px_connect_failed(int fd, char *why, size_t size);
 /* A connection to up failed before it served anything: mark it down; requests waiting for it

@@ -449,15 +449,12 @@ static void ready(h1up *c)
 
 static void handshake(h1up *c)
 {
-    bool want_write = false;
-    int rc = tls_conn_handshake(c->tls, &want_write);
-    if (rc == NOOK_AGAIN) {
-        io_watch_mod(loop_of(c), &c->s.watch, want_write ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+    const char *why = NULL;
+    int rc = px_tls_step(&c->s, c->tls, &why);
+    if (rc == NOOK_AGAIN)
         return;
-    }
     if (rc != NOOK_OK) {
-        fail_conn(c,
-                  rc == NOOK_ECLOSED ? "closed during the TLS handshake" : tls_conn_error(c->tls));
+        fail_conn(c, why);
         return;
     }
     const char *alpn = tls_conn_alpn(c->tls);
@@ -465,9 +462,7 @@ static void handshake(h1up *c)
         fail_conn(c, "the upstream selected another protocol than http/1.1 by ALPN");
         return;
     }
-    c->s.tr = &tls_transport;
-    c->s.tr_data = c->tls;
-    c->tls = NULL;
+    px_tls_attach(&c->s, &c->tls);
     ready(c);
 }
 
