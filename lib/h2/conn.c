@@ -42,6 +42,8 @@ typedef struct area_block {
     bool dead;
 } area_block;
 
+#define HEAD_TEXT_INLINE 128
+
 typedef struct h2_stream {
     struct h2_stream *prev, *next;
     h2_conn *c;
@@ -71,6 +73,9 @@ typedef struct h2_stream {
     bool malformed;           /* an invalid field arrived: reset once the block ends */
     const core_hdr *trailers; /* in the exchange's memory, valid while ex lives */
     size_t ntrailers;
+    /* The response head's text (status, length, lower-case names, values) when it fits: nghttp2
+     * then points at it instead of copying and lower-casing it again (see op_send_head). */
+    char head_text[HEAD_TEXT_INLINE];
 } h2_stream;
 
 /* Where the input stands in the frame stream. nghttp2 reports no frame it ignores (unknown
@@ -692,17 +697,28 @@ static bool connection_specific(nook_str name, nook_str value)
 
 /* Converts fields for HTTP/2: names lower-cased into `text` (room for every name's bytes),
  * connection-specific fields dropped. Returns how many entries were written to nv. */
-static size_t append_fields(nghttp2_nv *nv, char *text, const core_hdr *h, size_t n)
+/* Fills nv with h's fields, lower-case names written to text. With NO_COPY flags the values are
+ * written there too, and text must outlive the frame; otherwise nghttp2 copies both. */
+static size_t append_fields(nghttp2_nv *nv, char *text, const core_hdr *h, size_t n,
+                            uint8_t flags)
 {
     size_t nnv = 0;
     for (size_t i = 0; i < n; i++) {
         if (connection_specific(h[i].name, h[i].value))
             continue;
+        char *name = text;
         for (size_t k = 0; k < h[i].name.len; k++)
             text[k] = (char)io_lower((unsigned char)h[i].name.ptr[k]);
-        nv[nnv++] = (nghttp2_nv){(uint8_t *)text, (uint8_t *)h[i].value.ptr, h[i].name.len,
-                                 h[i].value.len, NGHTTP2_NV_FLAG_NONE};
         text += h[i].name.len;
+        const char *value = h[i].value.ptr;
+        if (flags & NGHTTP2_NV_FLAG_NO_COPY_VALUE) {
+            if (h[i].value.len)
+                memcpy(text, value, h[i].value.len);
+            value = text;
+            text += h[i].value.len;
+        }
+        nv[nnv++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, h[i].name.len,
+                                 h[i].value.len, flags};
     }
     return nnv;
 }
@@ -714,31 +730,40 @@ static int op_send_head(void *stream, int status, const core_hdr *h, size_t n, i
     h2_conn *c = st->c;
     if (c->close_now)
         return NOOK_ECLOSED;
-    /* Lower-case copies of the names live in worker scratch until nghttp2 copies them. */
-    size_t names = 0;
+    /* The head's text (status, length, lower-case names and, here, values) goes into the
+     * stream when it fits, and nghttp2 keeps pointers to it: the stream outlives the frame, as
+     * nghttp2 drops unread the queued frames of a stream that closes. A bigger head is written
+     * to worker scratch (names only) and nghttp2 copies it. */
+    size_t text_len = 3 + 20;
     for (size_t i = 0; i < n; i++)
-        names += h[i].name.len;
+        text_len += h[i].name.len + h[i].value.len;
+    bool in_stream = text_len <= sizeof st->head_text;
+    uint8_t flags = in_stream ? NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE
+                              : NGHTTP2_NV_FLAG_NONE;
     size_t nv_cap = n + 2;
-    char *scratch = core_worker_scratch(c->w, nv_cap * sizeof(nghttp2_nv) + names + 32);
+    char *scratch = core_worker_scratch(c->w, nv_cap * sizeof(nghttp2_nv) +
+                                                  (in_stream ? 0 : text_len));
     if (!scratch)
         return NOOK_ENOMEM;
     nghttp2_nv *nv = (nghttp2_nv *)scratch;
-    char *text = scratch + nv_cap * sizeof(nghttp2_nv);
+    char *text = in_stream ? st->head_text : scratch + nv_cap * sizeof(nghttp2_nv);
     size_t nnv = 0;
 
+    /* The two fixed names are literals: never copied. */
+    uint8_t fixed_name = flags | NGHTTP2_NV_FLAG_NO_COPY_NAME;
     char *status_text = text;
     io_fmt_status(status_text, status);
     text += 3;
-    nv[nnv++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    nv[nnv++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status_text, 7, 3, fixed_name};
     char *len_text = text;
     bool bodiless = status == 204 || status == 304;
     if (clen >= 0 && !bodiless) {
         size_t l = io_fmt_dec(len_text, (uint64_t)clen);
         text += l;
         nv[nnv++] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)len_text, 14, l,
-                                 NGHTTP2_NV_FLAG_NONE};
+                                 fixed_name};
     }
-    nnv += append_fields(nv + nnv, text, h, n);
+    nnv += append_fields(nv + nnv, text, h, n, flags);
     nghttp2_data_provider prd = {.source.ptr = st, .read_callback = read_body};
     if (end)
         st->eof_sent = true;
@@ -797,7 +822,7 @@ static int submit_fields(h2_conn *c, int32_t id, const core_hdr *h, size_t n)
     if (!scratch)
         return NGHTTP2_ERR_NOMEM;
     nghttp2_nv *nv = (nghttp2_nv *)scratch;
-    size_t nnv = append_fields(nv, scratch + n * sizeof(nghttp2_nv), h, n);
+    size_t nnv = append_fields(nv, scratch + n * sizeof(nghttp2_nv), h, n, NGHTTP2_NV_FLAG_NONE);
     return nghttp2_submit_trailer(c->ng, id, nv, nnv);
 }
 

@@ -277,6 +277,20 @@ def nghttp_response_header_names_lower_case(srv, opts):
 
 
 @case
+def nghttp_response_heads_small_and_large(srv, opts):
+    # nook keeps a small response head's text in the stream and lets nghttp2 point at it, and
+    # has nghttp2 copy a larger one: both must reach the wire whole, names lower-cased.
+    for size in (1, 40, 100, 200, 600):
+        value = "".join(chr(ord("a") + i % 26) for i in range(size))
+        for proto, url in urls(srv, "/headers?echo=1"):
+            got = [(n, v) for _, n, v in recv_headers(nghttp(url, "-H", "x-test: " + value))]
+            expect(("x-echo-of-the-test-header", value) in got,
+                   "the %d-byte echo header, name lower-cased, over %s" % (size, proto), got)
+            expect(("x-mixed-case", "Yes") in got and (":status", "200") in got,
+                   "the other fields with a %d-byte echo over %s" % (size, proto), got)
+
+
+@case
 def nghttp_no_connection_specific_headers_on_stream(srv, opts):
     for proto, url in urls(srv, "/stream?n=100&size=10000"):
         text = nghttp(url)

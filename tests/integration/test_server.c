@@ -22,7 +22,8 @@
  *   POST /echo                 the request body, same Content-Type
  *   PUT  /echo                 (so /echo answers 405 with Allow: POST, PUT to others)
  *   GET  /headers              sets "X-Mixed-Case: Yes" and "x-lower: yes"; body: the value of
- *                              request header "x-test" looked up as "X-TEST"
+ *                              request header "x-test" looked up as "X-TEST"; with ?echo=1
+ *                              also "X-Echo-Of-The-Test-Header: <that value>"
  *   GET  /allheaders           body: every request header as "name: value\n", in order
  *   GET  /query                body: decoded query parameter "q" (or "<absent>")
  *   GET  /stream?n=N&size=S    N chunks of S bytes ('a'..'z' cycling), written with backpressure
@@ -168,6 +169,12 @@ static void on_headers(nook_req *req, void *ud)
     nook_res_header(req, "X-Mixed-Case", "Yes");
     nook_res_header(req, "x-lower", "yes");
     nook_str v = nook_req_header(req, "X-TEST");
+    char echo[1024];
+    if (nook_req_query_param(req, "echo").ptr && v.ptr && v.len < sizeof echo) {
+        memcpy(echo, v.ptr, v.len);
+        echo[v.len] = '\0';
+        nook_res_header(req, "X-Echo-Of-The-Test-Header", echo);
+    }
     text(req, 200, v.ptr ? v : (nook_str){"<absent>", 8});
 }
 
