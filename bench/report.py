@@ -5,8 +5,10 @@
     report.py table --records TSV --machine FILE --aead FILE --out MD --plot DAT [--docs MD]
 
 With BODY_BYTES the value is payload throughput in MB/s (10^6 bytes) instead of requests/s.
-`table` takes every run's record (workload, server, run, value, ok, note, cipher), prints the
-table (median of the runs, min-max spread, nook/peer ratios), writes the Markdown results file,
+`table` takes every run's record (workload, server, run, value, ok, note, cipher and, for the
+load-tool runs, busy: the server's CPU time over the run's wall time), prints the table (median of
+the runs, min-max spread, nook/peer ratios) and the same figures per second of server CPU
+(value / busy), writes the Markdown results file,
 the data file for the bar chart and, with --docs, puts the table into docs/performance.md
 between its "results" markers. Written for Debian's /usr/bin/python3, standard library only.
 """
@@ -94,14 +96,18 @@ def parse_wrk(text, body_bytes):
 
 
 def load_records(path):
-    """{(workload, server): [(value, ok, note, cipher), ...]} in run order."""
-    runs = {}
+    """{(workload, server): [(value, ok, note, cipher), ...]} in run order, and the same keys
+    to [(value, ok, busy), ...] for the runs that measured the server's CPU time."""
+    runs, busy = {}, {}
     for line in read(path).splitlines():
         if not line.strip():
             continue
-        workload, server, _run, value, ok, note, cipher = (line.split("\t") + [""] * 7)[:7]
+        fields = (line.split("\t") + [""] * 8)[:8]
+        workload, server, _run, value, ok, note, cipher, cpu = fields
         runs.setdefault((workload, server), []).append((float(value), ok == "1", note, cipher))
-    return runs
+        if cpu:
+            busy.setdefault((workload, server), []).append((float(value), ok == "1", float(cpu)))
+    return runs, busy
 
 
 def fmt(x):
@@ -130,11 +136,11 @@ def cell(s):
     return f"{fmt(med)}{spread}{'' if ok else ' !'}"
 
 
-def build_rows(records, workloads):
+def build_rows(records, workloads, per_cpu=False):
     rows, ratios = [], []
     for w in workloads:
         stats = {s: summary(records.get((w, s), [])) for s in SERVERS}
-        row = [w, WORKLOADS[w][0]]
+        row = [w, WORKLOADS[w][0].replace("/s", "/CPU-s") if per_cpu else WORKLOADS[w][0]]
         ratio_row = [w]
         for s in SERVERS:
             row.append(cell(stats[s]))
@@ -147,6 +153,22 @@ def build_rows(records, workloads):
         rows.append(row)
         ratios.append(ratio_row)
     return rows, ratios
+
+
+def per_cpu_runs(busy):
+    """The runs as figures per second of server CPU (value / busy), for summary()."""
+    return {k: [(v / b if b > 0 else 0.0, ok, "", "") for v, ok, b in runs]
+            for k, runs in busy.items()}
+
+
+def busy_line(busy, workloads):
+    """How busy each server was in each workload: the median share of the run's wall time."""
+    parts = []
+    for w in workloads:
+        shares = [f"{s} {100 * statistics.median(b for _, _, b in busy[(w, s)]):.0f}%"
+                  for s in SERVERS if busy.get((w, s))]
+        parts.append(f"{w}: " + ", ".join(shares))
+    return "; ".join(parts)
 
 
 def markdown_table(rows):
@@ -235,7 +257,7 @@ def write_plot_data(path, ratios):
             f.write(f'"{label}" ' + " ".join("?" if r is None else f"{r:.4f}" for r in rs) + "\n")
 
 
-def update_docs(path, table_md, png_rel, stamp):
+def update_docs(path, table_md, png_rel, stamp, cpu_block=""):
     text = read(path)
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
     if begin not in text or end not in text:
@@ -244,19 +266,46 @@ def update_docs(path, table_md, png_rel, stamp):
     block = (f"{begin}\nRun of {stamp} (the whole file: "
              f"[{png_rel.rsplit('/', 1)[-1].replace('.png', '.md')}]"
              f"({png_rel.replace('.png', '.md')})).\n\n{table_md}\n\n{LEGEND}\n\n"
-             f"![nook/peer per workload]({png_rel})\n{end}")
+             f"![nook/peer per workload]({png_rel})\n"
+             + (f"\n{cpu_block}\n" if cpu_block else "") + end)
     head, rest = text.split(begin, 1)
     tail = rest.split(end, 1)[1]
     with open(path, "w", encoding="utf-8") as f:
         f.write(head + block + tail)
 
 
+CPU_LEGEND = ("The same runs, each figure divided by the share of the run's wall time the "
+              "server spent on a CPU (all its threads and processes, user and system time, from "
+              "/proc/PID/task/*/schedstat): what one core of the server does. A one-thread "
+              "client cannot always keep a fast server busy, and then the table above measures "
+              "the client as much as the server; this one does not. It leaves out handshakes "
+              "(already per CPU-second) and idle memory.")
+
+
+def cpu_section(busy, order):
+    """The per-CPU table (Markdown and text) and the busy shares; empty without CPU records."""
+    workloads = [w for w in order if any((w, s) in busy for s in SERVERS)]
+    if not workloads:
+        return "", "", ""
+    rows, _ = build_rows(per_cpu_runs(busy), workloads, per_cpu=True)
+    return markdown_table(rows), text_table(rows), busy_line(busy, workloads)
+
+
 def table(args):
-    records = load_records(args.records)
+    records, busy = load_records(args.records)
     order = list(WORKLOADS)
     workloads = [w for w in order if any((w, s) in records for s in SERVERS)]
     rows, ratios = build_rows(records, workloads)
     print(text_table(rows))
+    cpu_md, cpu_text, busy_text = cpu_section(busy, order)
+    if cpu_text:
+        print("\nPer second of server CPU (how busy each server was: " + busy_text + "):\n")
+        print(cpu_text)
+    cpu_body = cpu_block = ""
+    if cpu_md:
+        cpu_body = (f"{cpu_md}\n\n{CPU_LEGEND} Median server CPU, as a share of each run: "
+                    f"{busy_text}.")
+        cpu_block = f"Per second of server CPU:\n\n{cpu_body}"
     aead, library = aead_figures(args.aead)
     limit = limit_section(records, aead, library)
     print()
@@ -264,7 +313,10 @@ def table(args):
 
     figures = "\n".join(f"- **{w}** ({WORKLOADS[w][0]}): {WORKLOADS[w][1]}" for w in workloads)
     md = [f"# Benchmark run {args.stamp}", "", args.title, "", markdown_table(rows), "", LEGEND,
-          "", f"![nook/peer per workload]({args.png_name})", "", "## Workloads", "", figures, "",
+          "", f"![nook/peer per workload]({args.png_name})", ""]
+    if cpu_block:
+        md += ["## Per second of server CPU", "", cpu_body, ""]
+    md += ["## Workloads", "", figures, "",
           "## The limit: AEAD speed", "", limit, "", "## Every run", "",
           details_section(records, workloads), "", "## Machine", "",
           machine_section(args.machine), ""]
@@ -272,7 +324,7 @@ def table(args):
         f.write("\n".join(md))
     write_plot_data(args.plot, ratios)
     if args.docs:
-        update_docs(args.docs, markdown_table(rows), args.docs_png, args.stamp)
+        update_docs(args.docs, markdown_table(rows), args.docs_png, args.stamp, cpu_block)
 
 
 def main():

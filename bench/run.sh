@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite: nook (examples/hello, Release, one thread) against nginx and h2o (one
-# worker each), same content, same ECDSA P-256 certificate, on 127.0.0.1. Prints one table and
-# writes bench/results/DATE.md with a bar chart beside it. What each workload measures and how
-# to read the table: docs/performance.md.
+# worker each), same content, same ECDSA P-256 certificate, on 127.0.0.1. Prints the table (and
+# the same figures per second of server CPU) and writes bench/results/DATE.md with a bar chart
+# beside it. What each workload measures and how to read the table: docs/performance.md.
 #
 #   bash bench/run.sh
 #
@@ -221,17 +221,30 @@ trap 'exit 130' INT TERM
 
 RECORDS=$RUN/records.tsv
 : >"$RECORDS"
-record() { # record WORKLOAD SERVER RUN VALUE OK NOTE CIPHER
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RECORDS"
+record() { # record WORKLOAD SERVER RUN VALUE OK NOTE CIPHER [BUSY]
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "${8:-}" >>"$RECORDS"
 }
 
-cpu_ticks() { # user+system time of a process tree, in clock ticks
-  local p t=0 ticks
+cpu_ns() { # CPU time of a process tree (every thread, user and system), in nanoseconds
+  local p t=0 ns f
   for p in $(descendants "$1"); do
-    ticks=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || true
-    t=$((t + ${ticks:-0}))
+    for f in /proc/"$p"/task/*/schedstat; do
+      ns=$(awk '{ print $1 }' "$f" 2>/dev/null) || true
+      t=$((t + ${ns:-0}))
+    done
   done
   echo "$t"
+}
+
+# The load tools run between busy_start and busy_end; BUSY is then the fraction of that time the
+# server was on a CPU. A figure divided by it is the figure per second of server CPU: what one
+# core of the server does, whether or not the one-thread client kept it busy.
+busy_start() { BUSY_CPU0=$(cpu_ns "$1"); BUSY_T0=$(date +%s%N); }
+busy_end() {
+  local cpu1 t1
+  cpu1=$(cpu_ns "$1")
+  t1=$(date +%s%N)
+  BUSY=$(awk -v c="$((cpu1 - BUSY_CPU0))" -v t="$((t1 - BUSY_T0))" 'BEGIN { printf "%.4f", c / t }')
 }
 
 rss_kib() { # resident memory of a process tree, KiB
@@ -252,17 +265,21 @@ passive_opens() { # TCP connections accepted by anyone on this machine so far
 h2load_run() {
   local w=$1 s=$2 r=$3 bytes=$4 url=$5 log=$LOGS/$1.$2.$3.log
   shift 5
+  busy_start "${PID[$s]}"
   timeout --foreground -k 5 "$LIMIT_S" "${CLIENT_CPU[@]}" h2load -t 1 "$@" "$url" >"$log" 2>&1 || true
+  busy_end "${PID[$s]}"
   mapfile -t f < <($REPORT h2load "$log" "$bytes")
-  record "$w" "$s" "$r" "${f[@]:0:4}"
+  record "$w" "$s" "$r" "${f[@]:0:4}" "$BUSY"
 }
 
 wrk_run() { # wrk_run WORKLOAD SERVER RUN BODY_BYTES URL
   local w=$1 s=$2 r=$3 bytes=$4 url=$5 log=$LOGS/$1.$2.$3.log
+  busy_start "${PID[$s]}"
   timeout --foreground -k 5 $((SECONDS_PER_RUN + 10)) "${CLIENT_CPU[@]}" wrk -t1 -c64 -d"${SECONDS_PER_RUN}s" \
     "$url" >"$log" 2>&1 || true
+  busy_end "${PID[$s]}"
   mapfile -t f < <($REPORT wrk "$log" "$bytes")
-  record "$w" "$s" "$r" "${f[@]:0:4}"
+  record "$w" "$s" "$r" "${f[@]:0:4}" "$BUSY"
 }
 
 # New TLS connections with one request each. wrk and h2load both resume TLS sessions when they
@@ -274,10 +291,9 @@ wrk_run() { # wrk_run WORKLOAD SERVER RUN BODY_BYTES URL
 # connection is counted: there must be as many TCP accepts on the machine as s_time made
 # connections, and the clients must have read a whole response (over 64 bytes) per connection.
 handshakes_run() {
-  local s=$1 r=$2 log=$LOGS/handshakes.$1.$2 i pids=() hz cpu0 cpu1 acc0 acc1 t0 t1
-  hz=$(getconf CLK_TCK)
+  local s=$1 r=$2 log=$LOGS/handshakes.$1.$2 i pids=() cpu0 cpu1 acc0 acc1 t0 t1
   acc0=$(passive_opens)
-  cpu0=$(cpu_ticks "${PID[$s]}")
+  cpu0=$(cpu_ns "${PID[$s]}")
   t0=$(date +%s.%N)
   for i in $(seq "$HANDSHAKE_CLIENTS"); do
     timeout --foreground -k 5 $((SECONDS_PER_RUN + 10)) "${CLIENT_CPU[@]}" openssl s_time -new -www / \
@@ -288,7 +304,7 @@ handshakes_run() {
   for i in "${pids[@]}"; do wait "$i" || true; done
   CLIENT_PIDS=()
   t1=$(date +%s.%N)
-  cpu1=$(cpu_ticks "${PID[$s]}")
+  cpu1=$(cpu_ns "${PID[$s]}")
   acc1=$(passive_opens)
   # "N connections in T real seconds, B bytes read per connection", one line per client
   mapfile -t f < <(cat "$log".*.log | $PY -c '
@@ -305,7 +321,7 @@ if accepts < conns: notes.append(f"only {accepts} TCP accepts for {conns} connec
 value = conns / cpu_s if cpu_s > 0 else 0
 notes.append(f"{conns / wall:.0f} conn/s at {100 * cpu_s / wall:.0f}% server CPU")
 print(f"{value:.1f}", int(len(notes) == 1 and value > 0), "; ".join(notes), "", sep="\n")
-' "$HANDSHAKE_CLIENTS" $((acc1 - acc0)) "$(echo "$cpu0 $cpu1 $hz" | awk '{print ($2 - $1) / $3}')" \
+' "$HANDSHAKE_CLIENTS" $((acc1 - acc0)) "$(awk -v c="$((cpu1 - cpu0))" 'BEGIN { print c / 1e9 }')" \
     "$(echo "$t0 $t1" | awk '{print $2 - $1}')")
   record handshakes "$s" "$r" "${f[@]:0:4}"
 }
