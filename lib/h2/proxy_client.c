@@ -29,64 +29,40 @@
 #define OUTPUT_CHUNK_MAX (256 * 1024)  /* frames moved to the socket buffer per round */
 #define INPUT_MAX (256 * 1024)         /* bytes read from the socket per event */
 
-enum { C_CONNECTING, C_HANDSHAKE, C_SETTINGS, C_READY };
+enum { C_SETTINGS = PX_LINK_STATES, C_READY };
 
 struct px_conn {
-    px_conn *prev, *next; /* in up->conns */
-    px_up *up;
-    io_stream s;
-    tls_conn *tls; /* during the handshake; the stream's transport owns it after */
-    int state;
+    px_link l; /* first: connect, TLS handshake, place in up->conns */
     nghttp2_session *ng;
     nghttp2_mem mem;
-    io_timer timer;
-    io_defer resume;
     px_req *reqs; /* streams in flight (conn_prev / conn_next) */
     size_t nstreams;
     size_t unconsumed_conn; /* bytes of closed or unknown streams to credit */
     uint64_t queued;        /* bytes nghttp2 has handed out for this connection, in all */
     bool served;            /* reached C_READY */
     bool goaway;            /* no new streams */
-    bool close_now;
-    bool timed_out;
-    bool dispatch_needed; /* a stream closed or SETTINGS came: waiting requests may go */
-    char err[160];
+    bool dispatch_needed;   /* a stream closed or SETTINGS came: waiting requests may go */
 };
 
-static px_conn *from_watch(io_watch *w)
+static px_conn *of_link(px_link *l)
 {
-    return (px_conn *)((char *)w - offsetof(px_conn, s));
+    return (px_conn *)(void *)l;
 }
-static px_conn *from_timer(io_timer *t)
-{
-    return (px_conn *)((char *)t - offsetof(px_conn, timer));
-}
-static px_conn *from_defer(io_defer *d)
-{
-    return (px_conn *)((char *)d - offsetof(px_conn, resume));
-}
-
 static const io_alloc *alloc_of(const px_conn *c)
 {
-    return c->up->pool->alloc;
+    return c->l.up->pool->alloc;
 }
 static io_loop *loop_of(const px_conn *c)
 {
-    return c->up->pool->loop;
+    return c->l.up->pool->loop;
 }
 static void schedule(px_conn *c)
 {
-    io_loop_defer(loop_of(c), &c->resume);
+    px_link_schedule(&c->l);
 }
-
 static void fail_conn(px_conn *c, const char *why)
 {
-    if (c->close_now)
-        return;
-    if (!c->err[0])
-        snprintf(c->err, sizeof c->err, "%s", why);
-    c->close_now = true;
-    schedule(c);
+    px_link_fail(&c->l, why);
 }
 
 /* nghttp2 allocates through the server's allocator. */
@@ -208,11 +184,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     px_conn *c = ud;
     if (f->hd.type == NGHTTP2_SETTINGS && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
-        if (c->state == C_SETTINGS) {
-            c->state = C_READY;
+        if (c->l.state == C_SETTINGS) {
+            c->l.state = C_READY;
             c->served = true;
-            c->up->nconnecting--;
-            io_timer_stop(loop_of(c), &c->timer);
+            c->l.up->nconnecting--;
+            io_timer_stop(loop_of(c), &c->l.timer);
         }
         c->dispatch_needed = true;
         return 0;
@@ -301,8 +277,8 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
         return 0;
     }
     if (error_code != NGHTTP2_NO_ERROR && error_code != NGHTTP2_CANCEL)
-        px_log(c->up->pool, NOOK_LOG_INFO, "upstream %s reset stream %d: %s",
-               c->up->conf->authority, id, nghttp2_http2_strerror(error_code));
+        px_log(c->l.up->pool, NOOK_LOG_INFO, "upstream %s reset stream %d: %s",
+               c->l.up->conf->authority, id, nghttp2_http2_strerror(error_code));
     px_fail(px, error_code == NGHTTP2_REFUSED_STREAM || !px->sent);
     return 0;
 }
@@ -319,9 +295,9 @@ static size_t max_streams(const px_conn *c)
 static px_conn *h2_ready_conn(px_up *up, bool fresh)
 {
     (void)fresh; /* a stream is refused or answered: no stale-connection race to avoid */
-    for (px_conn *c = up->conns; c; c = c->next)
-        if (c->state == C_READY && !c->goaway && !c->close_now && c->nstreams < max_streams(c) &&
-            nghttp2_session_check_request_allowed(c->ng))
+    for (px_conn *c = up->conns; c; c = c->l.next)
+        if (c->l.state == C_READY && !c->goaway && !c->l.close_now &&
+            c->nstreams < max_streams(c) && nghttp2_session_check_request_allowed(c->ng))
             return c;
     return NULL;
 }
@@ -348,7 +324,7 @@ static int h2_submit(px_conn *c, px_req *px)
     io_free(alloc_of(c), nv);
     io_free(alloc_of(c), f);
     if (id < 0) {
-        px_log(c->up->pool, NOOK_LOG_WARN, "cannot submit a request: %s", nghttp2_strerror(id));
+        px_log(c->l.up->pool, NOOK_LOG_WARN, "cannot submit a request: %s", nghttp2_strerror(id));
         return NOOK_ENOMEM;
     }
     px->stream_id = id;
@@ -405,7 +381,7 @@ static void pump_output(px_conn *c)
 {
     for (;;) {
         bool produced = false;
-        while (io_buf_size(&c->s.out) < OUTPUT_CHUNK_MAX) {
+        while (io_buf_size(&c->l.s.out) < OUTPUT_CHUNK_MAX) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->ng, &data);
             if (n < 0) {
@@ -414,16 +390,16 @@ static void pump_output(px_conn *c)
             }
             if (n == 0)
                 break;
-            if (io_stream_queue(&c->s, data, (size_t)n) != NOOK_OK) {
+            if (io_stream_queue(&c->l.s, data, (size_t)n) != NOOK_OK) {
                 fail_conn(c, "output buffer full");
                 return;
             }
             c->queued += (uint64_t)n;
             produced = true;
         }
-        if (!produced && io_buf_size(&c->s.out) == 0)
+        if (!produced && io_buf_size(&c->l.s.out) == 0)
             return;
-        int rc = io_stream_flush(&c->s);
+        int rc = io_stream_flush(&c->l.s);
         if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
             fail_conn(c, "connection lost while writing");
             return;
@@ -435,40 +411,40 @@ static void pump_output(px_conn *c)
 
 static void feed_input(px_conn *c)
 {
-    size_t n = io_buf_size(&c->s.in);
+    size_t n = io_buf_size(&c->l.s.in);
     if (n == 0)
         return;
-    ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)io_buf_head(&c->s.in), n);
-    io_buf_consume(&c->s.in, n);
+    ssize_t used = nghttp2_session_mem_recv(c->ng, (const uint8_t *)io_buf_head(&c->l.s.in), n);
+    io_buf_consume(&c->l.s.in, n);
     if (used < 0)
         fail_conn(c, nghttp2_strerror((int)used));
 }
 
 static void set_timer(px_conn *c)
 {
-    if (c->state != C_READY)
+    if (c->l.state != C_READY)
         return; /* the connect timer runs */
-    int64_t idle_ms = c->up->pool->cfg->idle_ms;
+    int64_t idle_ms = c->l.up->pool->cfg->idle_ms;
     if (c->nstreams == 0 && idle_ms > 0)
-        io_timer_set(loop_of(c), &c->timer, (uint64_t)idle_ms);
+        io_timer_set(loop_of(c), &c->l.timer, (uint64_t)idle_ms);
     else
-        io_timer_stop(loop_of(c), &c->timer); /* each request has its own timeout */
+        io_timer_stop(loop_of(c), &c->l.timer); /* each request has its own timeout */
 }
 
 static void service(px_conn *c)
 {
-    if (c->close_now || c->state < C_SETTINGS)
+    if (c->l.close_now || c->l.state < C_SETTINGS)
         return;
     feed_input(c);
-    if (c->close_now)
+    if (c->l.close_now)
         return;
     credit_received(c);
     if (c->dispatch_needed) {
         c->dispatch_needed = false;
-        px_dispatch(c->up);
+        px_dispatch(c->l.up);
     }
     pump_output(c);
-    if (c->close_now)
+    if (c->l.close_now)
         return;
     if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
         fail_conn(c, "session ended");
@@ -511,75 +487,39 @@ static int session_new(px_conn *c)
     return rv == 0 ? NOOK_OK : NOOK_ENOMEM;
 }
 
-static void start_session(px_conn *c)
+/* Connected (TLS done for h2://): the preface and our SETTINGS go out. */
+static void link_ready(px_link *l)
 {
+    px_conn *c = of_link(l);
     if (session_new(c) != NOOK_OK) {
         fail_conn(c, "out of memory for an HTTP/2 session");
         return;
     }
-    c->state = C_SETTINGS;
-    io_watch_mod(loop_of(c), &c->s.watch, EPOLLIN | EPOLLRDHUP);
-    pump_output(c); /* the preface and our SETTINGS */
+    c->l.state = C_SETTINGS;
+    io_watch_mod(loop_of(c), &c->l.s.watch, EPOLLIN | EPOLLRDHUP);
+    pump_output(c);
 }
 
-static void handshake(px_conn *c)
+static tls_client *link_tls(const px_up *up)
 {
-    const char *why = NULL;
-    int rc = px_tls_step(&c->s, c->tls, &why);
-    if (rc == NOOK_AGAIN)
-        return;
-    if (rc != NOOK_OK) {
-        fail_conn(c, why);
-        return;
-    }
-    const char *alpn = tls_conn_alpn(c->tls);
-    if (!alpn || strcmp(alpn, "h2") != 0) {
-        fail_conn(c, "the upstream did not select h2 by ALPN");
-        return;
-    }
-    if (!tls_conn_h2_allowed(c->tls)) {
-        fail_conn(c, "the upstream's TLS version or cipher is not allowed for HTTP/2");
-        return;
-    }
-    px_tls_attach(&c->s, &c->tls);
-    start_session(c);
+    return up->conf->kind == PX_H2 ? up->pool->cfg->tls : NULL;
 }
 
-static void connected(px_conn *c)
+static const char *link_check_tls(tls_conn *tls)
 {
-    char why[128];
-    if (px_connect_failed(c->s.watch.fd, why, sizeof why)) {
-        fail_conn(c, why);
-        return;
-    }
-    if (c->up->conf->kind != PX_H2) {
-        start_session(c);
-        return;
-    }
-    c->tls = tls_client_conn(c->up->pool->cfg->tls, alloc_of(c), c->s.watch.fd, c->up->conf->host);
-    if (!c->tls) {
-        fail_conn(c, "out of memory for TLS");
-        return;
-    }
-    c->state = C_HANDSHAKE;
-    handshake(c);
+    const char *alpn = tls_conn_alpn(tls);
+    if (!alpn || strcmp(alpn, "h2") != 0)
+        return "the upstream did not select h2 by ALPN";
+    if (!tls_conn_h2_allowed(tls))
+        return "the upstream's TLS version or cipher is not allowed for HTTP/2";
+    return NULL;
 }
 
-static void on_io(io_watch *w, uint32_t events)
+static void link_io(px_link *l, uint32_t events)
 {
-    px_conn *c = from_watch(w);
-    if (c->close_now)
-        return;
-    if (c->state == C_CONNECTING) {
-        connected(c);
-        return;
-    }
-    if (c->state == C_HANDSHAKE) {
-        handshake(c);
-        return;
-    }
+    px_conn *c = of_link(l);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        int rc = io_stream_read(&c->s, INPUT_MAX);
+        int rc = io_stream_read(&c->l.s, INPUT_MAX);
         if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
             feed_input(c); /* what came before the end still counts */
             fail_conn(c, "the upstream closed the connection");
@@ -587,27 +527,22 @@ static void on_io(io_watch *w, uint32_t events)
         }
     }
     service(c);
-    if (!c->close_now && c->s.tr->pending(&c->s) > 0)
+    if (!c->l.close_now && c->l.s.tr->pending(&c->l.s) > 0)
         schedule(c);
 }
+
+static const px_link_ops h2_link_ops = {
+    .tls = link_tls, .check_tls = link_check_tls, .ready = link_ready, .io = link_io};
 
 /* Fails what is left on a connection that is going away, then frees it. The connection leaves
  * its upstream's list first, so that requests sent again never land on it. */
 static void destroy(px_conn *c)
 {
-    px_up *up = c->up;
-    if (c->state != C_READY)
-        up->nconnecting--;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        up->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    up->nconns--;
+    px_up *up = c->l.up;
+    px_link_unlink(&c->l, c->l.state != C_READY);
     px_req *left = NULL; /* the requests in flight, relinked through conn_next */
     bool reached = false;
-    uint64_t written = c->queued - io_buf_size(&c->s.out); /* what the socket (or TLS) took */
+    uint64_t written = c->queued - io_buf_size(&c->l.s.out); /* what the socket (or TLS) took */
     while (c->reqs) {
         px_req *px = c->reqs;
         if (c->ng)
@@ -620,15 +555,12 @@ static void destroy(px_conn *c)
             px->sent = false; /* its HEADERS were still in our buffer: never on the wire */
         reached |= px->sent;
     }
-    if (c->err[0] && (reached || !c->served))
-        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->err);
+    if (c->l.err[0] && (reached || !c->served))
+        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->l.err);
     if (c->ng)
         nghttp2_session_del(c->ng);
-    io_timer_stop(loop_of(c), &c->timer);
-    io_loop_undefer(loop_of(c), &c->resume);
-    io_stream_close(&c->s);
-    tls_conn_free(c->tls);
-    bool served = c->served, timed_out = c->timed_out;
+    px_link_release(&c->l);
+    bool served = c->served, timed_out = c->l.timed_out;
     io_free(up->pool->alloc, c);
     if (!served)
         px_up_failed(up, timed_out);
@@ -647,21 +579,21 @@ static void destroy(px_conn *c)
 
 static void on_resume(io_defer *d)
 {
-    px_conn *c = from_defer(d);
-    if (!c->close_now && c->state >= C_SETTINGS) {
-        if (c->s.tr->pending(&c->s) > 0)
-            io_stream_read(&c->s, INPUT_MAX);
+    px_conn *c = of_link(px_link_of_defer(d));
+    if (!c->l.close_now && c->l.state >= C_SETTINGS) {
+        if (c->l.s.tr->pending(&c->l.s) > 0)
+            io_stream_read(&c->l.s, INPUT_MAX);
         service(c);
     }
-    if (c->close_now)
+    if (c->l.close_now)
         destroy(c);
 }
 
 static void on_timer(io_timer *t)
 {
-    px_conn *c = from_timer(t);
-    if (c->state != C_READY) {
-        c->timed_out = true;
+    px_conn *c = of_link(px_link_of_timer(t));
+    if (c->l.state != C_READY) {
+        c->l.timed_out = true;
         fail_conn(c, "connect timed out");
         return;
     }
@@ -669,36 +601,21 @@ static void on_timer(io_timer *t)
         nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
         pump_output(c);
         fail_conn(c, "idle");
-        c->err[0] = '\0';
+        c->l.err[0] = '\0';
     }
 }
 
 static px_conn *h2_open(px_up *up)
 {
-    px_conn *c = io_malloc(up->pool->alloc, sizeof *c);
-    if (!c)
-        return NULL;
-    memset(c, 0, sizeof *c);
-    c->up = up;
-    c->timer.fn = on_timer;
-    c->resume.fn = on_resume;
-    if (px_conn_dial(up, &c->s, on_io, &c->timer) != NOOK_OK) {
-        io_free(up->pool->alloc, c);
-        return NULL;
-    }
-    c->next = up->conns;
-    if (up->conns)
-        up->conns->prev = c;
-    up->conns = c;
-    return c;
+    return of_link(px_link_new(up, sizeof(px_conn), &h2_link_ops, on_timer, on_resume));
 }
 
 static void h2_close_all(px_up *up)
 {
     while (up->conns) {
         px_conn *c = up->conns;
-        c->close_now = true;
-        c->err[0] = '\0';
+        c->l.close_now = true;
+        c->l.err[0] = '\0';
         destroy(c);
     }
 }

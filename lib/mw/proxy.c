@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,51 +358,154 @@ static int dial(px_up *up)
     return fd;
 }
 
-int px_conn_dial(px_up *up, io_stream *s, io_watch_fn on_io, io_timer *connect_timer)
+/* ---------------------------------------------------------------------------------------------
+ * Upstream connections: connect and TLS handshake, for both protocols
+ * ------------------------------------------------------------------------------------------- */
+
+px_link *px_link_of_timer(io_timer *t)
 {
-    px_pool *pool = up->pool;
-    int fd = dial(up);
-    if (fd < 0)
-        return NOOK_ESYS;
-    int rc = io_stream_init(s, pool->loop, pool->alloc, fd, on_io, SIZE_MAX);
-    if (rc != NOOK_OK) {
-        close(fd);
-        return rc;
-    }
-    io_watch_mod(pool->loop, &s->watch, EPOLLOUT);
-    up->nconns++;
-    up->nconnecting++;
-    io_timer_set(pool->loop, connect_timer, (uint64_t)pool->cfg->connect_ms);
-    return NOOK_OK;
+    return (px_link *)(void *)((char *)t - offsetof(px_link, timer));
 }
 
-int px_tls_step(io_stream *s, tls_conn *tls, const char **why)
+px_link *px_link_of_defer(io_defer *d)
+{
+    return (px_link *)(void *)((char *)d - offsetof(px_link, resume));
+}
+
+void px_link_schedule(px_link *l)
+{
+    io_loop_defer(l->up->pool->loop, &l->resume);
+}
+
+void px_link_fail(px_link *l, const char *why)
+{
+    if (l->close_now)
+        return;
+    if (!l->err[0])
+        snprintf(l->err, sizeof l->err, "%s", why);
+    l->close_now = true;
+    l->failed = true;
+    px_link_schedule(l);
+}
+
+static void link_handshake(px_link *l)
 {
     bool want_write = false;
-    int rc = tls_conn_handshake(tls, &want_write);
-    if (rc == NOOK_AGAIN)
-        io_watch_mod(s->loop, &s->watch, want_write ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
-    else if (rc != NOOK_OK)
-        *why = rc == NOOK_ECLOSED ? "closed during the TLS handshake" : tls_conn_error(tls);
-    return rc;
+    int rc = tls_conn_handshake(l->tls, &want_write);
+    if (rc == NOOK_AGAIN) {
+        io_watch_mod(l->s.loop, &l->s.watch, want_write ? EPOLLOUT : EPOLLIN | EPOLLRDHUP);
+        return;
+    }
+    if (rc != NOOK_OK) {
+        px_link_fail(l, rc == NOOK_ECLOSED ? "closed during the TLS handshake"
+                                           : tls_conn_error(l->tls));
+        return;
+    }
+    const char *why = l->ops->check_tls(l->tls);
+    if (why) {
+        px_link_fail(l, why);
+        return;
+    }
+    l->s.tr = &tls_transport; /* the stream carries its bytes through TLS, and owns it now */
+    l->s.tr_data = l->tls;
+    l->tls = NULL;
+    l->ops->ready(l);
 }
 
-void px_tls_attach(io_stream *s, tls_conn **tls)
-{
-    s->tr = &tls_transport;
-    s->tr_data = *tls;
-    *tls = NULL;
-}
-
-bool px_connect_failed(int fd, char *why, size_t size)
+static void link_connected(px_link *l)
 {
     int err = 0;
     socklen_t len = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    if (getsockopt(l->s.watch.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
         err = errno;
-    if (err)
-        snprintf(why, size, "connect: %s", strerror(err));
-    return err != 0;
+    if (err) {
+        char why[128];
+        snprintf(why, sizeof why, "connect: %s", strerror(err));
+        px_link_fail(l, why);
+        return;
+    }
+    tls_client *tc = l->ops->tls(l->up);
+    if (!tc) {
+        l->ops->ready(l);
+        return;
+    }
+    l->tls = tls_client_conn(tc, l->up->pool->alloc, l->s.watch.fd, l->up->conf->host);
+    if (!l->tls) {
+        px_link_fail(l, "out of memory for TLS");
+        return;
+    }
+    l->state = PX_HANDSHAKE;
+    link_handshake(l);
+}
+
+static void link_on_io(io_watch *w, uint32_t events)
+{
+    px_link *l = (px_link *)(void *)((char *)w - offsetof(px_link, s));
+    if (l->close_now)
+        return;
+    if (l->state == PX_CONNECTING)
+        link_connected(l);
+    else if (l->state == PX_HANDSHAKE)
+        link_handshake(l);
+    else
+        l->ops->io(l, events);
+}
+
+px_link *px_link_new(px_up *up, size_t size, const px_link_ops *ops, io_timer_fn on_timer,
+                     io_defer_fn on_resume)
+{
+    px_pool *pool = up->pool;
+    px_link *l = io_malloc(pool->alloc, size);
+    if (!l)
+        return NULL;
+    memset(l, 0, size);
+    int fd = dial(up);
+    if (fd < 0 ||
+        io_stream_init(&l->s, pool->loop, pool->alloc, fd, link_on_io, SIZE_MAX) != NOOK_OK) {
+        if (fd >= 0)
+            close(fd);
+        io_free(pool->alloc, l);
+        return NULL;
+    }
+    l->up = up;
+    l->ops = ops;
+    l->state = PX_CONNECTING;
+    l->timer.fn = on_timer;
+    l->resume.fn = on_resume;
+    io_watch_mod(pool->loop, &l->s.watch, EPOLLOUT);
+    up->nconns++;
+    up->nconnecting++;
+    io_timer_set(pool->loop, &l->timer, (uint64_t)pool->cfg->connect_ms);
+    l->next = up->conns;
+    if (up->conns)
+        ((px_link *)(void *)up->conns)->prev = (px_conn *)(void *)l;
+    up->conns = (px_conn *)(void *)l;
+    return l;
+}
+
+void px_link_unlink(px_link *l, bool connecting)
+{
+    px_up *up = l->up;
+    if (connecting)
+        up->nconnecting--;
+    if (l->prev)
+        ((px_link *)(void *)l->prev)->next = l->next;
+    else
+        up->conns = l->next;
+    if (l->next)
+        ((px_link *)(void *)l->next)->prev = l->prev;
+    l->prev = l->next = NULL;
+    up->nconns--;
+}
+
+void px_link_release(px_link *l)
+{
+    io_loop *loop = l->up->pool->loop;
+    io_timer_stop(loop, &l->timer);
+    io_loop_undefer(loop, &l->resume);
+    io_stream_close(&l->s);
+    tls_conn_free(l->tls);
+    l->tls = NULL;
 }
 
 void px_mark_down(px_up *up)

@@ -197,22 +197,64 @@ bool px_idempotent(const px_req *px);
 /* Marks an upstream down for the configured back-off. */
 void px_mark_down(px_up *up);
 
-/* Opens the socket of a new upstream connection, for either protocol: starts a non-blocking TCP
- * connect (TCP_NODELAY), sets up s on it watched for EPOLLOUT (the connect's end, reported to
- * on_io), arms connect_timer for the pool's connect timeout and counts the connection in up
- * (nconns, nconnecting). The caller links it into up->conns. NOOK_OK, or an error (logged) with
- * nothing left open and nothing counted. */
-int px_conn_dial(px_up *up, io_stream *s, io_watch_fn on_io, io_timer *connect_timer);
+/* ---- proxy.c: the start of every upstream connection, whatever its protocol ----
+ *
+ * Both protocols' connection structs (px_conn in h2/proxy_client.c, h1up in proxy_h1.c) begin
+ * with a px_link: their place in up->conns, the socket, the TLS handshake, the timer and the
+ * deferred call. The link takes a new connection through the TCP connect and the TLS handshake,
+ * then hands it to its protocol (ops->ready) and passes it every later socket event (ops->io). */
 
-/* One step of an upstream connection's TLS handshake on s's socket: NOOK_AGAIN (s is then
- * watched for what the handshake waits for), NOOK_OK, or an error with *why set for the log. */
-int px_tls_step(io_stream *s, tls_conn *tls, const char **why);
+/* The first states of every upstream connection; each protocol numbers its own after them. */
+enum { PX_CONNECTING, PX_HANDSHAKE, PX_LINK_STATES };
 
-/* After the handshake: s carries its bytes through tls, which it owns from now on (*tls = NULL). */
-void px_tls_attach(io_stream *s, tls_conn **tls);
+typedef struct px_link px_link;
 
-/* After EPOLLOUT on a dialled socket: true (and why, "connect: ...") if the connect failed. */
-bool px_connect_failed(int fd, char *why, size_t size);
+typedef struct px_link_ops {
+    /* The TLS client for this upstream, or NULL when it is cleartext. */
+    tls_client *(*tls)(const px_up *up);
+    /* After the handshake: NULL, or why this session will not do (ALPN, version, cipher). */
+    const char *(*check_tls)(tls_conn *tls);
+    /* Connected, TLS done: the protocol takes over (and sets its own state). */
+    void (*ready)(px_link *l);
+    /* Each socket event after that, unless the connection is closing. */
+    void (*io)(px_link *l, uint32_t events);
+} px_link_ops;
+
+struct px_link {
+    px_conn *prev, *next; /* in up->conns */
+    px_up *up;
+    const px_link_ops *ops;
+    io_stream s;
+    tls_conn *tls; /* during the handshake; the stream's transport owns it after */
+    int state;     /* PX_CONNECTING, PX_HANDSHAKE, then the protocol's own */
+    io_timer timer;
+    io_defer resume;
+    bool close_now;
+    bool failed;    /* closing because something went wrong (vs. idle) */
+    bool timed_out; /* the connect (or handshake) took too long */
+    char err[160];  /* the first failure, for the log */
+};
+
+/* A new connection to up, for a protocol whose connection struct is size bytes and begins with
+ * a px_link: the struct zeroed, a non-blocking TCP connect (TCP_NODELAY) watched for its end,
+ * the connect timeout armed on l->timer (whose callback is on_timer; l->resume's is on_resume),
+ * counted in up (nconns, nconnecting) and linked first in up->conns. NULL when the memory or the
+ * socket could not be had (logged), with nothing open or counted. */
+px_link *px_link_new(px_up *up, size_t size, const px_link_ops *ops, io_timer_fn on_timer,
+                     io_defer_fn on_resume);
+/* Takes l out of up->conns and its counts; connecting: it never became ready (so it is still
+ * counted in nconnecting). */
+void px_link_unlink(px_link *l, bool connecting);
+/* Stops l's timer and deferred call, closes its socket and any TLS it holds. */
+void px_link_release(px_link *l);
+/* Runs l->resume's callback from the loop soon. */
+void px_link_schedule(px_link *l);
+/* Closes l soon because of a failure (the first one's reason is kept for the log). */
+void px_link_fail(px_link *l, const char *why);
+/* The link whose timer or deferred call this is. */
+px_link *px_link_of_timer(io_timer *t);
+px_link *px_link_of_defer(io_defer *d);
+
 /* A connection to up failed before it served anything: mark it down; requests waiting for it
  * go to another upstream that is up; with none, they get 502, or 504 when it was a connect
  * timeout. */

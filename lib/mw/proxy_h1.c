@@ -29,19 +29,13 @@
 #define INPUT_MAX (256 * 1024)
 #define PIECE_MAX 65536
 
-enum { H_CONNECTING, H_HANDSHAKE, H_IDLE, H_BUSY };
+enum { H_IDLE = PX_LINK_STATES, H_BUSY };
 enum { R_HEAD, R_BODY, R_UNTIL_CLOSE, R_DONE };
 
 #define TAIL_MAX 8192 /* trailer sections passed on up to this size (with the size line) */
 
 typedef struct h1up {
-    struct h1up *prev, *next; /* in up->conns (stored there as px_conn pointers) */
-    px_up *up;
-    io_stream s;
-    tls_conn *tls; /* https: during the handshake; the stream's transport owns it after */
-    int state;
-    io_timer timer;
-    io_defer resume;
+    px_link l; /* first: a px_conn * and an h1up * are the same address */
     px_req *px;
     bool reused;      /* served a request before the current one */
     bool req_chunked; /* the request body goes out chunked */
@@ -57,10 +51,6 @@ typedef struct h1up {
     char tail[TAIL_MAX];
     size_t tail_len;
     bool tail_lost; /* more framing than fits: the trailers are dropped */
-    bool close_now;
-    bool failed; /* closing because something went wrong (vs. idle) */
-    bool timed_out;
-    char err[160];
 } h1up;
 
 static h1up *H(px_conn *c)
@@ -71,45 +61,31 @@ static px_conn *P(h1up *c)
 {
     return (px_conn *)(void *)c;
 }
-static h1up *from_watch(io_watch *w)
+static h1up *of_link(px_link *l)
 {
-    return (h1up *)((char *)w - offsetof(h1up, s));
-}
-static h1up *from_timer(io_timer *t)
-{
-    return (h1up *)((char *)t - offsetof(h1up, timer));
-}
-static h1up *from_defer(io_defer *d)
-{
-    return (h1up *)((char *)d - offsetof(h1up, resume));
+    return (h1up *)(void *)l;
 }
 static io_loop *loop_of(const h1up *c)
 {
-    return c->up->pool->loop;
+    return c->l.up->pool->loop;
 }
 static const io_alloc *alloc_of(const h1up *c)
 {
-    return c->up->pool->alloc;
+    return c->l.up->pool->alloc;
 }
 static void schedule(h1up *c)
 {
-    io_loop_defer(loop_of(c), &c->resume);
+    px_link_schedule(&c->l);
+}
+static void fail_conn(h1up *c, const char *why)
+{
+    px_link_fail(&c->l, why);
 }
 
 /* Closes the connection because of the client, not the upstream (no health mark). */
 static void drop_conn(h1up *c)
 {
-    c->close_now = true;
-    schedule(c);
-}
-
-static void fail_conn(h1up *c, const char *why)
-{
-    if (c->close_now)
-        return;
-    snprintf(c->err, sizeof c->err, "%s", why);
-    c->close_now = true;
-    c->failed = true;
+    c->l.close_now = true;
     schedule(c);
 }
 
@@ -119,7 +95,7 @@ static void fail_conn(h1up *c, const char *why)
 
 static int queue_str(h1up *c, const char *p, size_t n)
 {
-    return io_stream_queue(&c->s, p, n);
+    return io_stream_queue(&c->l.s, p, n);
 }
 
 static bool is_cookie(const px_field *f)
@@ -184,7 +160,7 @@ static void move_body(h1up *c)
     px_req *px = c->px;
     if (!px || c->req_sent)
         return;
-    while (io_buf_size(&c->s.out) < OUT_HIGH && io_buf_size(&px->body) > 0) {
+    while (io_buf_size(&c->l.s.out) < OUT_HIGH && io_buf_size(&px->body) > 0) {
         size_t n = io_buf_size(&px->body);
         if (n > PIECE_MAX)
             n = PIECE_MAX;
@@ -240,21 +216,21 @@ static void exchange_done(h1up *c)
 {
     px_req *px = c->px;
     c->px = NULL;
-    c->state = H_IDLE;
+    c->l.state = H_IDLE;
     c->reused = true;
     px->conn = NULL;
     px_release_upstream(px);
-    int64_t keepalive_ms = c->up->pool->cfg->keepalive_ms;
-    if (!c->keep_alive || !c->req_sent || io_buf_size(&c->s.in) > 0 || io_buf_size(&c->s.out) > 0 ||
-        keepalive_ms == 0) {
+    int64_t keepalive_ms = c->l.up->pool->cfg->keepalive_ms;
+    if (!c->keep_alive || !c->req_sent || io_buf_size(&c->l.s.in) > 0 ||
+        io_buf_size(&c->l.s.out) > 0 || keepalive_ms == 0) {
         /* The upstream said close, answered before taking the whole request, or sent more
          * than one response (or reuse is off): not reusable. */
-        c->close_now = true;
+        c->l.close_now = true;
         schedule(c);
         return;
     }
-    io_timer_set(loop_of(c), &c->timer, (uint64_t)keepalive_ms);
-    px_dispatch(c->up);
+    io_timer_set(loop_of(c), &c->l.timer, (uint64_t)keepalive_ms);
+    px_dispatch(c->l.up);
 }
 
 static void response_done(h1up *c)
@@ -266,8 +242,8 @@ static void response_done(h1up *c)
 
 static bool read_head(h1up *c)
 {
-    size_t n = io_buf_size(&c->s.in);
-    const char *buf = io_buf_head(&c->s.in);
+    size_t n = io_buf_size(&c->l.s.in);
+    const char *buf = io_buf_head(&c->l.s.in);
     const char *blank = NULL;
     for (size_t i = 0; i + 3 < n; i++)
         if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
@@ -282,7 +258,7 @@ static bool read_head(h1up *c)
     size_t head_len = (size_t)(blank - buf);
     px_h1_head h;
     if (px_h1_parse_head(buf, head_len, &h) != 0) {
-        io_buf_consume(&c->s.in, head_len);
+        io_buf_consume(&c->l.s.in, head_len);
         fail_conn(c, "malformed response head");
         return false;
     }
@@ -294,7 +270,7 @@ static bool read_head(h1up *c)
         px_response_status(c->px, status);
         px_h1_head_fields(buf, head_len, head_field, c->px);
     }
-    io_buf_consume(&c->s.in, head_len);
+    io_buf_consume(&c->l.s.in, head_len);
     if (status < 200)
         return true; /* 1xx: the final head follows */
     if (!px_response_start(c->px)) {
@@ -303,7 +279,7 @@ static bool read_head(h1up *c)
     }
     if (bodiless(c, status)) {
         response_done(c);
-        return c->state == H_BUSY;
+        return c->l.state == H_BUSY;
     }
     if (!chunked && clen < 0) {
         c->phase = R_UNTIL_CLOSE;
@@ -317,7 +293,7 @@ static bool read_head(h1up *c)
     c->phase = R_BODY;
     if (h1_body_done(&c->body)) {
         response_done(c);
-        return c->state == H_BUSY;
+        return c->l.state == H_BUSY;
     }
     return true;
 }
@@ -328,7 +304,7 @@ static bool deliver(h1up *c, const char *p, size_t n)
     int rc = px_response_body(c->px, p, n);
     if (rc == NOOK_AGAIN) {
         c->paused = true;
-        io_stream_want_read(&c->s, false);
+        io_stream_want_read(&c->l.s, false);
         c->px->write_blocked = true;
         return false;
     }
@@ -341,11 +317,11 @@ static bool deliver(h1up *c, const char *p, size_t n)
 
 static void read_body(h1up *c)
 {
-    while (c->phase == R_BODY && !c->paused && !c->close_now && io_buf_size(&c->s.in) > 0) {
+    while (c->phase == R_BODY && !c->paused && !c->l.close_now && io_buf_size(&c->l.s.in) > 0) {
         size_t used;
         const char *data;
         size_t dlen;
-        int rc = h1_body_decode(&c->body, io_buf_head(&c->s.in), io_buf_size(&c->s.in), &used,
+        int rc = h1_body_decode(&c->body, io_buf_head(&c->l.s.in), io_buf_size(&c->l.s.in), &used,
                                 &data, &dlen);
         if (rc < 0) {
             fail_conn(c, "malformed response body framing");
@@ -354,13 +330,13 @@ static void read_body(h1up *c)
         if (rc == H1_BODY_DATA) {
             c->tail_len = 0; /* framing before data is no trailer */
         } else if (c->tail_len + used <= TAIL_MAX) {
-            memcpy(c->tail + c->tail_len, io_buf_head(&c->s.in), used);
+            memcpy(c->tail + c->tail_len, io_buf_head(&c->l.s.in), used);
             c->tail_len += used;
         } else {
             c->tail_lost = true;
         }
         bool go_on = rc != H1_BODY_DATA || deliver(c, data, dlen);
-        io_buf_consume(&c->s.in, used);
+        io_buf_consume(&c->l.s.in, used);
         if (rc == H1_BODY_DONE || h1_body_done(&c->body)) {
             if (c->body.chunked && !c->tail_lost)
                 px_h1_trailer_fields(c->tail, c->tail_len, trailer_field, c->px);
@@ -370,17 +346,17 @@ static void read_body(h1up *c)
         if (!go_on || rc == H1_BODY_MORE)
             return;
     }
-    if (c->phase == R_UNTIL_CLOSE && !c->paused && io_buf_size(&c->s.in) > 0) {
-        size_t n = io_buf_size(&c->s.in);
-        const char *p = io_buf_head(&c->s.in);
-        io_buf_consume(&c->s.in, n);
+    if (c->phase == R_UNTIL_CLOSE && !c->paused && io_buf_size(&c->l.s.in) > 0) {
+        size_t n = io_buf_size(&c->l.s.in);
+        const char *p = io_buf_head(&c->l.s.in);
+        io_buf_consume(&c->l.s.in, n);
         deliver(c, p, n);
     }
 }
 
 static void process_input(h1up *c)
 {
-    while (c->state == H_BUSY && !c->close_now && !c->paused) {
+    while (c->l.state == H_BUSY && !c->l.close_now && !c->paused) {
         if (c->phase == R_HEAD) {
             if (!read_head(c))
                 return;
@@ -401,11 +377,11 @@ static void process_input(h1up *c)
 static void write_failed(h1up *c)
 {
     c->write_dead = true;
-    io_buf_consume(&c->s.out, io_buf_size(&c->s.out));
-    while (io_stream_read(&c->s, INPUT_MAX) > 0)
+    io_buf_consume(&c->l.s.out, io_buf_size(&c->l.s.out));
+    while (io_stream_read(&c->l.s, INPUT_MAX) > 0)
         c->got_bytes = true;
     process_input(c);
-    if (c->state == H_BUSY)
+    if (c->l.state == H_BUSY)
         fail_conn(c, "connection lost while writing");
 }
 
@@ -414,9 +390,9 @@ static void flush_out(h1up *c)
     if (c->write_dead)
         return;
     move_body(c);
-    size_t queued = io_buf_size(&c->s.out);
-    int rc = io_stream_flush(&c->s);
-    if (c->px && io_buf_size(&c->s.out) < queued)
+    size_t queued = io_buf_size(&c->l.s.out);
+    int rc = io_stream_flush(&c->l.s);
+    if (c->px && io_buf_size(&c->l.s.out) < queued)
         c->px->sent = true; /* some of it may have reached the upstream */
     if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
         write_failed(c);
@@ -424,89 +400,54 @@ static void flush_out(h1up *c)
     }
     if (c->px)
         move_body(c); /* more fits now */
-    if (!c->close_now && io_buf_size(&c->s.out) > 0 && rc == NOOK_OK)
+    if (!c->l.close_now && io_buf_size(&c->l.s.out) > 0 && rc == NOOK_OK)
         schedule(c);
 }
 
 static void service(h1up *c)
 {
-    if (c->close_now || c->state == H_CONNECTING)
+    if (c->l.close_now)
         return;
-    if (c->state == H_BUSY) {
+    if (c->l.state == H_BUSY) {
         flush_out(c);
         process_input(c);
     }
 }
 
-static void ready(h1up *c)
+/* Connected (TLS done for https): idle until a request comes. */
+static void link_ready(px_link *l)
 {
-    c->state = H_IDLE;
-    c->up->nconnecting--;
-    io_timer_stop(loop_of(c), &c->timer);
-    io_watch_mod(loop_of(c), &c->s.watch, EPOLLIN | EPOLLRDHUP);
-    px_dispatch(c->up);
+    h1up *c = of_link(l);
+    c->l.state = H_IDLE;
+    c->l.up->nconnecting--;
+    io_timer_stop(loop_of(c), &c->l.timer);
+    io_watch_mod(loop_of(c), &c->l.s.watch, EPOLLIN | EPOLLRDHUP);
+    px_dispatch(c->l.up);
 }
 
-static void handshake(h1up *c)
+static tls_client *link_tls(const px_up *up)
 {
-    const char *why = NULL;
-    int rc = px_tls_step(&c->s, c->tls, &why);
-    if (rc == NOOK_AGAIN)
-        return;
-    if (rc != NOOK_OK) {
-        fail_conn(c, why);
-        return;
-    }
-    const char *alpn = tls_conn_alpn(c->tls);
-    if (alpn && strcmp(alpn, "http/1.1") != 0) {
-        fail_conn(c, "the upstream selected another protocol than http/1.1 by ALPN");
-        return;
-    }
-    px_tls_attach(&c->s, &c->tls);
-    ready(c);
+    return up->conf->kind == PX_H1S ? up->pool->cfg->tls_h1 : NULL;
 }
 
-static void connected(h1up *c)
+static const char *link_check_tls(tls_conn *tls)
 {
-    char why[128];
-    if (px_connect_failed(c->s.watch.fd, why, sizeof why)) {
-        fail_conn(c, why);
-        return;
-    }
-    if (c->up->conf->kind == PX_H1S) {
-        c->tls = tls_client_conn(c->up->pool->cfg->tls_h1, alloc_of(c), c->s.watch.fd,
-                                 c->up->conf->host);
-        if (!c->tls) {
-            fail_conn(c, "out of memory for TLS");
-            return;
-        }
-        c->state = H_HANDSHAKE;
-        handshake(c);
-        return;
-    }
-    ready(c);
+    const char *alpn = tls_conn_alpn(tls);
+    if (alpn && strcmp(alpn, "http/1.1") != 0)
+        return "the upstream selected another protocol than http/1.1 by ALPN";
+    return NULL;
 }
 
-static void on_io(io_watch *w, uint32_t events)
+static void link_io(px_link *l, uint32_t events)
 {
-    h1up *c = from_watch(w);
-    if (c->close_now)
-        return;
-    if (c->state == H_CONNECTING) {
-        connected(c);
-        return;
-    }
-    if (c->state == H_HANDSHAKE) {
-        handshake(c);
-        return;
-    }
+    h1up *c = of_link(l);
     if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->paused) {
-        int rc = io_stream_read(&c->s, INPUT_MAX);
+        int rc = io_stream_read(&c->l.s, INPUT_MAX);
         if (rc > 0)
-            c->got_bytes = c->state == H_BUSY;
+            c->got_bytes = c->l.state == H_BUSY;
         if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
             process_input(c);
-            if (c->state == H_BUSY && c->phase == R_UNTIL_CLOSE && !c->paused) {
+            if (c->l.state == H_BUSY && c->phase == R_UNTIL_CLOSE && !c->paused) {
                 c->phase = R_DONE;
                 px_response_end(c->px);
                 c->keep_alive = false;
@@ -514,44 +455,36 @@ static void on_io(io_watch *w, uint32_t events)
                 exchange_done(c);
                 return;
             }
-            if (c->state == H_BUSY)
+            if (c->l.state == H_BUSY)
                 fail_conn(c, "the upstream closed the connection");
             else {
-                c->close_now = true; /* an idle connection the upstream let go */
+                c->l.close_now = true; /* an idle connection the upstream let go */
                 schedule(c);
             }
             return;
         }
-        if (rc > 0 && c->state == H_IDLE) {
+        if (rc > 0 && c->l.state == H_IDLE) {
             fail_conn(c, "unexpected bytes on an idle connection");
             return;
         }
     }
     service(c);
-    if (!c->close_now && !c->paused && c->s.tr->pending(&c->s) > 0)
+    if (!c->l.close_now && !c->paused && c->l.s.tr->pending(&c->l.s) > 0)
         schedule(c); /* TLS records already read: the socket will not signal them again */
 }
 
+static const px_link_ops h1_link_ops = {
+    .tls = link_tls, .check_tls = link_check_tls, .ready = link_ready, .io = link_io};
+
 static void destroy(h1up *c)
 {
-    px_up *up = c->up;
-    bool served = c->state > H_HANDSHAKE, timed_out = c->timed_out;
+    px_up *up = c->l.up;
+    bool served = c->l.state >= PX_LINK_STATES, timed_out = c->l.timed_out;
     px_req *px = c->px;
-    if (!served)
-        up->nconnecting--;
-    if (c->failed && (px || !served))
-        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->err);
-    io_timer_stop(loop_of(c), &c->timer);
-    io_loop_undefer(loop_of(c), &c->resume);
-    io_stream_close(&c->s);
-    tls_conn_free(c->tls);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        up->conns = P(c->next);
-    if (c->next)
-        c->next->prev = c->prev;
-    up->nconns--;
+    if (c->l.failed && (px || !served))
+        px_log(up->pool, NOOK_LOG_WARN, "upstream %s: %s", up->conf->authority, c->l.err);
+    px_link_unlink(&c->l, !served);
+    px_link_release(&c->l);
     /* A reused connection that failed before any byte of the response: most likely the
      * upstream closed it (its keep-alive timeout) as the request went out. That says nothing
      * about the upstream's health. The request goes again, on a new connection, if that is
@@ -559,7 +492,7 @@ static void destroy(h1up *c)
      * (RFC 9110 §9.2.2). Otherwise it may have been processed: 502. */
     bool stale = px && c->reused && !c->got_bytes;
     bool retry = stale && !px->body_started && (!px->sent || px_idempotent(px));
-    bool failed = c->failed;
+    bool failed = c->l.failed;
     io_free(up->pool->alloc, c);
     if (px) {
         bool answered = px->ended;
@@ -577,45 +510,30 @@ static void destroy(h1up *c)
 
 static void on_resume(io_defer *d)
 {
-    h1up *c = from_defer(d);
-    if (!c->close_now && c->state == H_BUSY && !c->paused && c->s.tr->pending(&c->s) > 0 &&
-        io_stream_read(&c->s, INPUT_MAX) > 0)
+    h1up *c = of_link(px_link_of_defer(d));
+    if (!c->l.close_now && c->l.state == H_BUSY && !c->paused && c->l.s.tr->pending(&c->l.s) > 0 &&
+        io_stream_read(&c->l.s, INPUT_MAX) > 0)
         c->got_bytes = true;
     service(c);
-    if (c->close_now)
+    if (c->l.close_now)
         destroy(c);
 }
 
 static void on_timer(io_timer *t)
 {
-    h1up *c = from_timer(t);
-    if (c->state <= H_HANDSHAKE) {
-        c->timed_out = true;
+    h1up *c = of_link(px_link_of_timer(t));
+    if (c->l.state < PX_LINK_STATES) {
+        c->l.timed_out = true;
         fail_conn(c, "connect timed out");
         return;
     }
-    c->close_now = true; /* idle */
+    c->l.close_now = true; /* idle */
     schedule(c);
 }
 
 static px_conn *h1_open(px_up *up)
 {
-    h1up *c = io_malloc(up->pool->alloc, sizeof *c);
-    if (!c)
-        return NULL;
-    memset(c, 0, sizeof *c);
-    c->up = up;
-    c->timer.fn = on_timer;
-    c->resume.fn = on_resume;
-    if (px_conn_dial(up, &c->s, on_io, &c->timer) != NOOK_OK) {
-        io_free(up->pool->alloc, c);
-        return NULL;
-    }
-    c->next = H(up->conns);
-    if (c->next)
-        c->next->prev = c;
-    up->conns = P(c);
-    return P(c);
+    return (px_conn *)(void *)px_link_new(up, sizeof(h1up), &h1_link_ops, on_timer, on_resume);
 }
 
 /* An idle connection must have nothing to read: data or the end of the stream there (an
@@ -625,18 +543,18 @@ static px_conn *h1_open(px_up *up)
 static bool still_open(h1up *c)
 {
     char b;
-    ssize_t n = recv(c->s.watch.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = recv(c->l.s.watch.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return true;
-    c->close_now = true; /* not a failure: closed without a health mark */
+    c->l.close_now = true; /* not a failure: closed without a health mark */
     schedule(c);
     return false;
 }
 
 static px_conn *h1_ready_conn(px_up *up, bool fresh)
 {
-    for (h1up *c = H(up->conns); c; c = c->next)
-        if (c->state == H_IDLE && !c->close_now && !(fresh && c->reused) &&
+    for (h1up *c = H(up->conns); c; c = H(c->l.next))
+        if (c->l.state == H_IDLE && !c->l.close_now && !(fresh && c->reused) &&
             (!c->reused || still_open(c)))
             return P(c);
     return NULL;
@@ -648,18 +566,18 @@ static int h1_submit(px_conn *pc, px_req *px)
     if (!px->req)
         return NOOK_ECLOSED;
     c->px = px;
-    c->state = H_BUSY;
+    c->l.state = H_BUSY;
     c->phase = R_HEAD;
     c->req_sent = false;
     c->got_bytes = false;
     px->sent = false;
     c->paused = false;
-    io_timer_stop(loop_of(c), &c->timer);
+    io_timer_stop(loop_of(c), &c->l.timer);
     int rc = queue_head(c, px);
     if (rc != NOOK_OK) {
         c->px = NULL;
-        c->state = H_IDLE;
-        io_buf_consume(&c->s.out, io_buf_size(&c->s.out));
+        c->l.state = H_IDLE;
+        io_buf_consume(&c->l.s.out, io_buf_size(&c->l.s.out));
         return rc;
     }
     px->conn = pc;
@@ -679,7 +597,7 @@ static void h1_writable(px_req *px)
     if (!c->paused)
         return;
     c->paused = false;
-    io_stream_want_read(&c->s, true);
+    io_stream_want_read(&c->l.s, true);
     schedule(c);
 }
 
