@@ -946,6 +946,6 @@ void h1_conn_start(core_worker *w, io_stream *from, nook_str peer, int alt_svc_p
     }
     core_worker_add_conn(w, &c->link);
     wait_for_request(c);
-    if (io_buf_size(&c->s.in) > 0)
-        schedule(c); /* the front door already read the first bytes */
+    if (io_buf_size(&c->s.in) > 0 || c->s.tr->pending(&c->s) > 0)
+        schedule(c); /* the front door (or the TLS handshake) already read the first bytes */
 }

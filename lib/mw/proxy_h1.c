@@ -542,10 +542,12 @@ static px_conn *h1_open(px_up *up)
  * connection the upstream already let go. */
 static bool still_open(h1up *c)
 {
-    char b;
-    ssize_t n = recv(c->l.s.watch.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return true;
+    if (c->l.s.tr->pending(&c->l.s) == 0) { /* TLS may have read bytes ahead */
+        char b;
+        ssize_t n = recv(c->l.s.watch.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+    }
     c->l.close_now = true; /* not a failure: closed without a health mark */
     schedule(c);
     return false;

@@ -43,6 +43,7 @@
 
 /* Largest plaintext handed to one mbedtls_ssl_write: one full TLS record. */
 #define RECORD_MAX 16384
+#define RX_AHEAD 4096 /* socket bytes read at once below mbedTLS (see tls_conn.rx) */
 /* Session-ticket key lifetime (mbedtls_ssl_ticket rotates keys on this period). */
 #define TICKET_LIFETIME_S 86400
 /* Known ALPN protocols, so at most this many in a list. */
@@ -734,6 +735,14 @@ struct tls_conn {
     size_t tx_pending;
     bool asleep; /* the record buffers are released (tls_sleep) */
     struct sleep_state sleep;
+    /* Read-ahead below mbedTLS, which asks the socket for a record's 5-byte header and then for
+     * its body: one recv of up to RX_AHEAD bytes serves both (and more records) from here.
+     * Allocated at the first read, given back when the connection sleeps. */
+    unsigned char *rx;
+    size_t rx_off, rx_len;
+    /* A recv gave less than it was asked for during this call into mbedTLS: the socket is
+     * empty, so the next read waits for the event loop instead of a recv that fails. */
+    bool rx_drained;
     char err[256];
 };
 
@@ -755,13 +764,15 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
     }
 }
 
-static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+/* recv into buf: the byte count (0 at EOF) or an mbedTLS error. */
+static int socket_recv(tls_conn *c, unsigned char *buf, size_t len)
 {
-    tls_conn *c = ctx;
     for (;;) {
         ssize_t n = recv(c->fd, buf, len, 0);
-        if (n >= 0)
+        if (n >= 0) {
+            c->rx_drained = (size_t)n < len;
             return (int)n; /* 0: mbedTLS turns EOF into MBEDTLS_ERR_SSL_CONN_EOF */
+        }
         if (errno == EINTR)
             continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -771,6 +782,30 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
         c->sys_errno = errno;
         return MBEDTLS_ERR_NET_RECV_FAILED;
     }
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    tls_conn *c = ctx;
+    if (c->rx_off == c->rx_len) {
+        if (c->rx_drained)
+            return MBEDTLS_ERR_SSL_WANT_READ;
+        /* A request as big as the read-ahead (a large record's body) goes straight to
+         * mbedTLS's buffer. */
+        if (len >= RX_AHEAD || (!c->rx && !(c->rx = io_malloc(c->alloc, RX_AHEAD))))
+            return socket_recv(c, buf, len);
+        int n = socket_recv(c, c->rx, RX_AHEAD);
+        if (n <= 0)
+            return n;
+        c->rx_off = 0;
+        c->rx_len = (size_t)n;
+    }
+    size_t n = c->rx_len - c->rx_off;
+    if (n > len)
+        n = len;
+    memcpy(buf, c->rx + c->rx_off, n);
+    c->rx_off += n;
+    return (int)n;
 }
 
 tls_conn *tls_conn_new(nook_tls *t, const io_alloc *alloc, int fd)
@@ -845,6 +880,7 @@ static bool is_peer_gone(int rc)
 
 int tls_conn_handshake(tls_conn *c, bool *want_write)
 {
+    c->rx_drained = false; /* called on a socket event: the socket may have bytes */
     int rc = mbedtls_ssl_handshake(&c->ssl);
     if (rc == 0)
         return NOOK_OK;
@@ -975,10 +1011,15 @@ static bool mark(buf_marks *m, unsigned char *buf, unsigned char *ctr, unsigned 
 
 static void tls_sleep(io_stream *s)
 {
-#ifdef TLS_CAN_SLEEP
     tls_conn *c = s->tr_data;
-    if (!c)
+    if (!c || c->rx_off < c->rx_len)
         return;
+    if (c->rx) {
+        io_free(c->alloc, c->rx); /* the read-ahead holds nothing */
+        c->rx = NULL;
+        c->rx_off = c->rx_len = 0;
+    }
+#ifdef TLS_CAN_SLEEP
     mbedtls_ssl_context *ssl = &c->ssl;
     if (c->asleep || c->fail_errno || c->rx_eof || c->tx_pending ||
         ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER || ssl->handshake || ssl->in_left ||
@@ -998,8 +1039,6 @@ static void tls_sleep(io_stream *s)
     ssl->in_buf = ssl->in_ctr = ssl->in_hdr = ssl->in_len = ssl->in_iv = ssl->in_msg = NULL;
     ssl->out_buf = ssl->out_ctr = ssl->out_hdr = ssl->out_len = ssl->out_iv = ssl->out_msg = NULL;
     c->asleep = true;
-#else
-    (void)s;
 #endif
 }
 
@@ -1045,6 +1084,7 @@ static ssize_t tls_recv(io_stream *s, void *buf, size_t len)
     tls_conn *c = s->tr_data;
     if (!c->fail_errno && !wake(c))
         return recv_end(c);
+    c->rx_drained = false; /* a new read: the socket may have bytes since the last one */
     unsigned char *out = buf;
     size_t got = 0;
     while (got < len && !c->fail_errno && !c->rx_eof) {
@@ -1108,6 +1148,8 @@ static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
 static size_t tls_pending(const io_stream *s)
 {
     const tls_conn *c = s->tr_data;
+    if (c->rx_off < c->rx_len)
+        return c->rx_len - c->rx_off; /* read from the socket, not yet given to mbedTLS */
     if (c->asleep)
         return 0; /* it went to sleep with nothing pending */
     size_t avail = mbedtls_ssl_get_bytes_avail(&c->ssl);
@@ -1133,6 +1175,8 @@ void tls_conn_free(tls_conn *c)
     if (!c)
         return;
     mbedtls_ssl_free(&c->ssl); /* asleep, the buffer pointers are NULL and skipped */
+    if (c->rx)
+        io_free(c->alloc, c->rx);
     nook_tls *t = c->tls;
     io_free(c->alloc, c);
     tls_unref(t);

@@ -321,6 +321,117 @@ def session_resumption(srv, opts):
         eq(nt.ssl_field(text2, "ALPN protocol"), "h2", "ALPN on the resumed session")
 
 
+def bio_context(alpn):
+    ctx = ssl.create_default_context(cafile=CRT)
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
+class BioTls:
+    """TLS through memory BIOs over a plain socket, so that the test decides which records go
+    out together in one send. recv() and settimeout() let nooktest's Reader read through it."""
+
+    def __init__(self, port, ctx, session=None):
+        self.sock = nt.connect(("127.0.0.1", port), timeout=10)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname="127.0.0.1",
+                                session=session)
+
+    def handshake(self, hold_last_flight=False):
+        """Runs the handshake. With hold_last_flight, the client's last flight (after a
+        resumed handshake: ChangeCipherSpec and Finished) is kept for the next flush()."""
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                data = self.sock.recv(65536)
+                expect(data, "the server's handshake records", data)
+                self.inc.write(data)
+        if not hold_last_flight:
+            self.flush()
+
+    def flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def recv(self, n):
+        while True:
+            try:
+                return self.obj.read(n)
+            except ssl.SSLWantReadError:
+                data = self.sock.recv(65536)
+                if not data:
+                    return b""
+                self.inc.write(data)
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def close(self):
+        self.sock.close()
+
+
+@case
+def records_read_together_are_all_answered(srv, opts):
+    # nook reads the socket ahead of mbedTLS: two records that arrive in one segment are both
+    # decrypted from what one recv brought, and the second is served without a socket event.
+    t = BioTls(srv.tls_port, bio_context("http/1.1"))
+    try:
+        t.handshake()
+        t.obj.write(nt.request_bytes("GET", "/"))
+        t.obj.write(nt.request_bytes("GET", "/query?q=second"))
+        t.flush()  # both records in one send
+        r = nt.Reader(t, timeout=10)
+        first, second = r.read_response(), r.read_response()
+        eq((first.status, first.body), (200, b"Hello, World!"), "the first pipelined answer")
+        eq((second.status, second.body), (200, b"second"), "the second, from the same read")
+    finally:
+        t.close()
+
+
+@case
+def application_data_in_the_handshakes_last_segment_is_served(srv, opts):
+    # On a resumed TLS 1.2 handshake the client speaks last: its Finished and its first request
+    # can arrive in one segment, so the request is read with the end of the handshake. Both
+    # protocols must then serve it without waiting for another socket event.
+    for alpn in ("http/1.1", "h2"):
+        ctx = bio_context(alpn)  # a session resumes only through the context that made it
+        first = BioTls(srv.tls_port, ctx)
+        try:
+            first.handshake()
+            first.obj.write(nt.request_bytes("GET", "/") if alpn == "http/1.1"
+                            else H2_PREFACE + EMPTY_SETTINGS)
+            first.flush()
+            first.recv(4096)  # an answer: the session (and its ticket) is complete
+            session = first.obj.session
+        finally:
+            first.close()
+        t = BioTls(srv.tls_port, ctx, session=session)
+        try:
+            t.handshake(hold_last_flight=True)
+            expect(t.obj.session_reused, "a resumed session (%s)" % alpn, t.obj.session_reused)
+            if alpn == "http/1.1":
+                t.obj.write(nt.request_bytes("GET", "/"))
+                t.flush()  # ChangeCipherSpec, Finished and the request in one send
+                resp = nt.Reader(t, timeout=5).read_response()
+                eq((resp.status, resp.body[:13]), (200, b"Hello, World!"),
+                   "the request sent with the resumed handshake's Finished")
+            else:
+                t.obj.write(H2_PREFACE + EMPTY_SETTINGS)
+                t.flush()
+                t.settimeout(5)
+                data = t.recv(4096)
+                expect(len(data) >= 9 and data[3:4] == b"\x04",
+                       "the server's SETTINGS after a preface sent with the Finished", data[:40])
+        finally:
+            t.close()
+
+
 @case
 def ipv6_tls_h2(srv, opts):
     if not nt.have_ipv6_loopback():
