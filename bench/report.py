@@ -8,9 +8,9 @@ With BODY_BYTES the value is payload throughput in MB/s (10^6 bytes) instead of 
 `table` takes every run's record (workload, server, run, value, ok, note, cipher and, for the
 load-tool runs, busy: the server's CPU time over the run's wall time), prints the table (median of
 the runs, min-max spread, nook/peer ratios) and the same figures per second of server CPU
-(value / busy), writes the Markdown results file,
-the data file for the bar chart and, with --docs, puts the table into docs/performance.md
-between its "results" markers. Written for Debian's /usr/bin/python3, standard library only.
+(value / busy), writes the Markdown results file, the ratios for the bar charts (PLOT, and
+PLOT with "-cpu" before its extension for the per-CPU ones) and, with --docs, puts the tables
+into docs/performance.md between its "results" markers. Written for Debian's /usr/bin/python3, standard library only.
 """
 
 import argparse
@@ -283,12 +283,19 @@ CPU_LEGEND = ("The same runs, each figure divided by the share of the run's wall
 
 
 def cpu_section(busy, order):
-    """The per-CPU table (Markdown and text) and the busy shares; empty without CPU records."""
+    """The per-CPU table (Markdown and text), the busy shares and the ratios for the chart;
+    empty without CPU records."""
     workloads = [w for w in order if any((w, s) in busy for s in SERVERS)]
     if not workloads:
-        return "", "", ""
-    rows, _ = build_rows(per_cpu_runs(busy), workloads, per_cpu=True)
-    return markdown_table(rows), text_table(rows), busy_line(busy, workloads)
+        return "", "", "", []
+    rows, ratios = build_rows(per_cpu_runs(busy), workloads, per_cpu=True)
+    return markdown_table(rows), text_table(rows), busy_line(busy, workloads), ratios
+
+
+def cpu_name(path):
+    """The per-CPU chart's file (data or PNG) beside the throughput one: NAME-cpu.EXT."""
+    stem, dot, ext = path.rpartition(".")
+    return f"{stem}-cpu{dot}{ext}"
 
 
 def table(args):
@@ -297,7 +304,7 @@ def table(args):
     workloads = [w for w in order if any((w, s) in records for s in SERVERS)]
     rows, ratios = build_rows(records, workloads)
     print(text_table(rows))
-    cpu_md, cpu_text, busy_text = cpu_section(busy, order)
+    cpu_md, cpu_text, busy_text, cpu_ratios = cpu_section(busy, order)
     if cpu_text:
         print("\nPer second of server CPU (how busy each server was: " + busy_text + "):\n")
         print(cpu_text)
@@ -306,6 +313,9 @@ def table(args):
         cpu_body = (f"{cpu_md}\n\n{CPU_LEGEND} Median server CPU, as a share of each run: "
                     f"{busy_text}.")
         cpu_block = f"Per second of server CPU:\n\n{cpu_body}"
+        if args.docs_png:
+            cpu_block += f"\n\n![nook/peer per second of server CPU]({cpu_name(args.docs_png)})"
+        cpu_body += f"\n\n![nook/peer per second of server CPU]({cpu_name(args.png_name)})"
     aead, library = aead_figures(args.aead)
     limit = limit_section(records, aead, library)
     print()
@@ -323,6 +333,8 @@ def table(args):
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(md))
     write_plot_data(args.plot, ratios)
+    if cpu_ratios:
+        write_plot_data(cpu_name(args.plot), cpu_ratios)
     if args.docs:
         update_docs(args.docs, markdown_table(rows), args.docs_png, args.stamp, cpu_block)
 

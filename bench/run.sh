@@ -444,10 +444,11 @@ $REPORT table --records "$RECORDS" --machine "$RUN/machine.txt" --aead "$RUN/aea
   --out "bench/results/$NAME.md" --plot "$RUN/ratios.dat" --stamp "$STAMP" --title "$TITLE" \
   --png-name "$NAME.png" "${DOCS_ARGS[@]}"
 
-gnuplot <<EOF
+chart() { # chart DATA PNG TITLE: the ratios as clustered bars, a dashed line at 1
+  gnuplot <<EOF
 set terminal pngcairo size 900,480 font "sans,10"
-set output "bench/results/$NAME.png"
-set title "nook / peer per workload, $STAMP (above 1: nook ahead; for idle-memory, below 1)" noenhanced
+set output "$2"
+set title "$3" noenhanced
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
@@ -459,9 +460,18 @@ set key top right
 set xtics nomirror rotate by -20
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lw 1.5
 # Two bars per workload, centred a sixth of a unit either side of it: each gets its value on top.
-plot "$RUN/ratios.dat" using 2:xtic(1) title "nook/nginx", "" using 3 title "nook/h2o", \
+plot "$1" using 2:xtic(1) title "nook/nginx", "" using 3 title "nook/h2o", \
   "" using (\$0 - 1.0/6):2:(sprintf("%.2f", \$2)) with labels offset 0,0.7 font ",8" notitle, \
   "" using (\$0 + 1.0/6):3:(sprintf("%.2f", \$3)) with labels offset 0,0.7 font ",8" notitle
 EOF
+}
+chart "$RUN/ratios.dat" "bench/results/$NAME.png" \
+  "nook / peer per workload, $STAMP (above 1: nook ahead; for idle-memory, below 1)"
+PNGS="bench/results/$NAME.png"
+if [ -s "$RUN/ratios-cpu.dat" ]; then
+  chart "$RUN/ratios-cpu.dat" "bench/results/$NAME-cpu.png" \
+    "nook / peer per second of server CPU, $STAMP (above 1: nook does more per core)"
+  PNGS="$PNGS and bench/results/$NAME-cpu.png"
+fi
 echo
-say "results: bench/results/$NAME.md and bench/results/$NAME.png"
+say "results: bench/results/$NAME.md, $PNGS"
