@@ -301,13 +301,24 @@ int core_exchange_set_target(nook_req *r, nook_str method, nook_str target)
     return NOOK_OK;
 }
 
+/* Copies a field into the arena, name and value in one block (one allocation, not two), and
+ * appends it to l. */
+static int push_copy(core_arena *a, hdr_list *l, const char *name, size_t nlen, const char *value,
+                     size_t vlen)
+{
+    char *p = core_arena_alloc(a, nlen + vlen + 1);
+    if (!p)
+        return NOOK_ENOMEM;
+    if (nlen)
+        memcpy(p, name, nlen);
+    if (vlen)
+        memcpy(p + nlen, value, vlen);
+    return hdr_push(a, l, (nook_str){p, nlen}, (nook_str){p + nlen, vlen});
+}
+
 int core_exchange_add_header(nook_req *r, nook_str name, nook_str value)
 {
-    nook_str n = arena_str(&r->arena, name.ptr, name.len);
-    nook_str v = arena_str(&r->arena, value.ptr, value.len);
-    if (!n.ptr || !v.ptr)
-        return NOOK_ENOMEM;
-    return hdr_push(&r->arena, &r->req_hdrs, n, v);
+    return push_copy(&r->arena, &r->req_hdrs, name.ptr, name.len, value.ptr, value.len);
 }
 
 int core_exchange_body(nook_req *r, const void *p, size_t n)
@@ -697,11 +708,7 @@ static int add_field(nook_req *r, hdr_list *l, const char *name, const char *val
     const core_limits *lim = core_worker_limits(r->w);
     if (l->n >= (size_t)core_opt(lim, NOOK_OPT_MAX_HEADERS))
         return NOOK_ELIMIT;
-    nook_str n = arena_str(&r->arena, name, strlen(name));
-    nook_str v = arena_str(&r->arena, value, strlen(value));
-    if (!n.ptr || !v.ptr)
-        return NOOK_ENOMEM;
-    return hdr_push(&r->arena, l, n, v);
+    return push_copy(&r->arena, l, name, strlen(name), value, strlen(value));
 }
 
 static int add_res_header(nook_req *r, const char *name, const char *value)

@@ -921,6 +921,14 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     return 0;
 }
 
+/* The stream with this id. The fields of a header block and then its end arrive one after
+ * another, so the block's stream is checked first, without nghttp2's lookup. */
+static h2_stream *stream_of(nghttp2_session *ng, h2_conn *c, int32_t id)
+{
+    h2_stream *st = c->block_stream;
+    return st && st->id == id ? st : nghttp2_session_get_stream_user_data(ng, id);
+}
+
 static nook_str keep(h2_stream *st, const uint8_t *p, size_t n)
 {
     char *q = nook_req_alloc(st->ex, n + 1);
@@ -954,9 +962,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 {
     (void)flags;
     h2_conn *c = ud;
-    h2_stream *st = c->block_stream; /* the fields of a block come one by one: skip the lookup */
-    if (!st || st->id != f->hd.stream_id)
-        st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    h2_stream *st = stream_of(ng, c, f->hd.stream_id);
     if (!st || f->hd.type != NGHTTP2_HEADERS)
         return 0;
     /* nghttp2 1.52 advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not enforce it. */
@@ -1057,7 +1063,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         return 0;
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST)
         earn_window_credit(c, 2);
-    h2_stream *st = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    h2_stream *st = stream_of(ng, c, f->hd.stream_id);
     if (st && f->hd.type == NGHTTP2_DATA) {
         st->unconsumed += st->frame_bytes;
         st->frame_bytes = 0;
