@@ -696,9 +696,9 @@ static bool connection_specific(nook_str name, nook_str value)
 }
 
 /* Converts fields for HTTP/2: names lower-cased into `text` (room for every name's bytes),
- * connection-specific fields dropped. Returns how many entries were written to nv. */
-/* Fills nv with h's fields, lower-case names written to text. With NO_COPY flags the values are
- * written there too, and text must outlive the frame; otherwise nghttp2 copies both. */
+ * connection-specific fields dropped. With NO_COPY flags the values are written there too (room
+ * for them as well), and text must outlive the frame; otherwise nghttp2 copies both. Returns how
+ * many entries were written to nv. */
 static size_t append_fields(nghttp2_nv *nv, char *text, const core_hdr *h, size_t n,
                             uint8_t flags)
 {

@@ -410,6 +410,10 @@ static void link_handshake(px_link *l)
     l->s.tr_data = l->tls;
     l->tls = NULL;
     l->ops->ready(l);
+    /* Bytes that came with the end of the handshake (an HTTP/2 server's SETTINGS) were read
+     * ahead by TLS: no socket event will announce them. */
+    if (!l->close_now && l->s.tr->pending(&l->s) > 0)
+        px_link_schedule(l);
 }
 
 static void link_connected(px_link *l)

@@ -239,7 +239,7 @@ struct px_link {
  * a px_link: the struct zeroed, a non-blocking TCP connect (TCP_NODELAY) watched for its end,
  * the connect timeout armed on l->timer (whose callback is on_timer; l->resume's is on_resume),
  * counted in up (nconns, nconnecting) and linked first in up->conns. NULL when the memory or the
- * socket could not be had (logged), with nothing open or counted. */
+ * socket could not be had (a socket failure is logged), with nothing open or counted. */
 px_link *px_link_new(px_up *up, size_t size, const px_link_ops *ops, io_timer_fn on_timer,
                      io_defer_fn on_resume);
 /* Takes l out of up->conns and its counts; connecting: it never became ready (so it is still
