@@ -43,7 +43,7 @@
 
 /* Largest plaintext handed to one mbedtls_ssl_write: one full TLS record. */
 #define RECORD_MAX 16384
-#define RX_AHEAD 4096 /* socket bytes read at once below mbedTLS (see tls_conn.rx) */
+#define RX_AHEAD 1024 /* socket bytes read at once below mbedTLS (see tls_conn.rx) */
 /* Session-ticket key lifetime (mbedtls_ssl_ticket rotates keys on this period). */
 #define TICKET_LIFETIME_S 86400
 /* Known ALPN protocols, so at most this many in a list. */
@@ -737,7 +737,7 @@ struct tls_conn {
     struct sleep_state sleep;
     /* Read-ahead below mbedTLS, which asks the socket for a record's 5-byte header and then for
      * its body: one recv of up to RX_AHEAD bytes serves both (and more records) from here.
-     * Allocated at the first read, given back when the connection sleeps. */
+     * Held only while it holds bytes (rx_release_if_empty). */
     unsigned char *rx;
     size_t rx_off, rx_len;
     /* A recv gave less than it was asked for during this call into mbedTLS: the socket is
@@ -781,6 +781,18 @@ static int socket_recv(tls_conn *c, unsigned char *buf, size_t len)
             return MBEDTLS_ERR_NET_CONN_RESET;
         c->sys_errno = errno;
         return MBEDTLS_ERR_NET_RECV_FAILED;
+    }
+}
+
+/* The read-ahead buffer goes back to the allocator whenever it is empty after a read, so that
+ * only connections reading right now hold one (the worker's pool hands the same block to the
+ * next): thousands of quiet connections would otherwise keep 4 KiB each until they sleep. */
+static void rx_release_if_empty(tls_conn *c)
+{
+    if (c->rx && c->rx_off == c->rx_len) {
+        io_free(c->alloc, c->rx);
+        c->rx = NULL;
+        c->rx_off = c->rx_len = 0;
     }
 }
 
@@ -882,6 +894,7 @@ int tls_conn_handshake(tls_conn *c, bool *want_write)
 {
     c->rx_drained = false; /* called on a socket event: the socket may have bytes */
     int rc = mbedtls_ssl_handshake(&c->ssl);
+    rx_release_if_empty(c);
     if (rc == 0)
         return NOOK_OK;
     if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
@@ -1014,11 +1027,6 @@ static void tls_sleep(io_stream *s)
     tls_conn *c = s->tr_data;
     if (!c || c->rx_off < c->rx_len)
         return;
-    if (c->rx) {
-        io_free(c->alloc, c->rx); /* the read-ahead holds nothing */
-        c->rx = NULL;
-        c->rx_off = c->rx_len = 0;
-    }
 #ifdef TLS_CAN_SLEEP
     mbedtls_ssl_context *ssl = &c->ssl;
     if (c->asleep || c->fail_errno || c->rx_eof || c->tx_pending ||
@@ -1105,6 +1113,7 @@ static ssize_t tls_recv(io_stream *s, void *buf, size_t len)
         else
             conn_fail(c, "read", n);
     }
+    rx_release_if_empty(c);
     /* Bytes first: an EOF or error found after them is reported by the next call. */
     return got > 0 ? (ssize_t)got : recv_end(c);
 }
