@@ -737,7 +737,9 @@ struct tls_conn {
     struct sleep_state sleep;
     /* Read-ahead below mbedTLS, which asks the socket for a record's 5-byte header and then for
      * its body: one recv of up to RX_AHEAD bytes serves both (and more records) from here.
-     * Held only while it holds bytes (rx_release_if_empty). */
+     * Allocated at the first read (1 KiB, a size libc's per-thread cache serves cheaply), given
+     * back when the connection sleeps: freed after every read, it would be allocated again for
+     * each (and ASan's quarantine would hold every one). */
     unsigned char *rx;
     size_t rx_off, rx_len;
     /* A recv gave less than it was asked for during this call into mbedTLS: the socket is
@@ -781,18 +783,6 @@ static int socket_recv(tls_conn *c, unsigned char *buf, size_t len)
             return MBEDTLS_ERR_NET_CONN_RESET;
         c->sys_errno = errno;
         return MBEDTLS_ERR_NET_RECV_FAILED;
-    }
-}
-
-/* The read-ahead buffer goes back to the allocator whenever it is empty after a read, so that
- * only connections reading right now hold one (the worker's pool hands the same block to the
- * next): thousands of quiet connections would otherwise keep 4 KiB each until they sleep. */
-static void rx_release_if_empty(tls_conn *c)
-{
-    if (c->rx && c->rx_off == c->rx_len) {
-        io_free(c->alloc, c->rx);
-        c->rx = NULL;
-        c->rx_off = c->rx_len = 0;
     }
 }
 
@@ -894,7 +884,6 @@ int tls_conn_handshake(tls_conn *c, bool *want_write)
 {
     c->rx_drained = false; /* called on a socket event: the socket may have bytes */
     int rc = mbedtls_ssl_handshake(&c->ssl);
-    rx_release_if_empty(c);
     if (rc == 0)
         return NOOK_OK;
     if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
@@ -1027,6 +1016,11 @@ static void tls_sleep(io_stream *s)
     tls_conn *c = s->tr_data;
     if (!c || c->rx_off < c->rx_len)
         return;
+    if (c->rx) {
+        io_free(c->alloc, c->rx); /* the read-ahead holds nothing */
+        c->rx = NULL;
+        c->rx_off = c->rx_len = 0;
+    }
 #ifdef TLS_CAN_SLEEP
     mbedtls_ssl_context *ssl = &c->ssl;
     if (c->asleep || c->fail_errno || c->rx_eof || c->tx_pending ||
@@ -1113,7 +1107,6 @@ static ssize_t tls_recv(io_stream *s, void *buf, size_t len)
         else
             conn_fail(c, "read", n);
     }
-    rx_release_if_empty(c);
     /* Bytes first: an EOF or error found after them is reported by the next call. */
     return got > 0 ? (ssize_t)got : recv_end(c);
 }
