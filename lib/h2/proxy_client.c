@@ -584,6 +584,10 @@ static void on_resume(io_defer *d)
         if (c->l.s.tr->pending(&c->l.s) > 0)
             io_stream_read(&c->l.s, INPUT_MAX);
         service(c);
+        /* One read takes at most a chunk: what TLS still holds is read on the next round, as
+         * no socket event will announce it. */
+        if (!c->l.close_now && c->l.s.tr->pending(&c->l.s) > 0)
+            schedule(c);
     }
     if (c->l.close_now)
         destroy(c);

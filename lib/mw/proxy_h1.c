@@ -515,6 +515,9 @@ static void on_resume(io_defer *d)
         io_stream_read(&c->l.s, INPUT_MAX) > 0)
         c->got_bytes = true;
     service(c);
+    /* One read takes at most a chunk: what TLS still holds is read on the next round. */
+    if (!c->l.close_now && c->l.state == H_BUSY && !c->paused && c->l.s.tr->pending(&c->l.s) > 0)
+        schedule(c);
     if (c->l.close_now)
         destroy(c);
 }
