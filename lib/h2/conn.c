@@ -1516,9 +1516,22 @@ static void on_resume(io_defer *d)
 {
     h2_conn *c = from_defer(d);
     if (!c->close_now && !c->lingering) {
+        int got = 0;
         if (!c->peer_eof && c->s.tr->pending(&c->s) > 0)
-            io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
+            got = io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
+        if (got == NOOK_ECLOSED || got == NOOK_ESYS) {
+            c->peer_eof = true;
+            io_stream_want_read(&c->s, false);
+        }
+        size_t held = io_buf_size(&c->s.in);
         service(c);
+        /* One read takes at most a chunk. When this round moved input (read some, or used
+         * some) and the transport holds more, read it on the next round: no socket event
+         * will announce it. A round that moved nothing waits for whatever holds input back,
+         * so that this cannot spin. */
+        bool moved = got > 0 || io_buf_size(&c->s.in) < held;
+        if (moved && !c->close_now && !c->calm && c->s.tr->pending(&c->s) > 0)
+            schedule(c);
     }
     if (c->close_now)
         destroy(c);
