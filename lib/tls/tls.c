@@ -44,6 +44,8 @@
 /* Largest plaintext handed to one mbedtls_ssl_write: one full TLS record. */
 #define RECORD_MAX 16384
 #define RX_AHEAD 1024 /* socket bytes read at once below mbedTLS (see tls_conn.rx) */
+/* A record header (5 bytes), then a handshake message's type (1) and length (3). */
+#define HELLO_HEAD 9u
 /* Session-ticket key lifetime (mbedtls_ssl_ticket rotates keys on this period). */
 #define TICKET_LIFETIME_S 86400
 /* Known ALPN protocols, so at most this many in a list. */
@@ -745,6 +747,11 @@ struct tls_conn {
     /* A recv gave less than it was asked for during this call into mbedTLS: the socket is
      * empty, so the next read waits for the event loop instead of a recv that fails. */
     bool rx_drained;
+    /* Server side, until the first handshake message's header has been seen: its bytes so far
+     * (see screen_hello). */
+    bool screening;
+    uint8_t head_len;
+    unsigned char head[HELLO_HEAD];
     char err[256];
 };
 
@@ -786,9 +793,9 @@ static int socket_recv(tls_conn *c, unsigned char *buf, size_t len)
     }
 }
 
-static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+/* recv through the read-ahead: the byte count (0 at EOF) or an mbedTLS error. */
+static int read_ahead(tls_conn *c, unsigned char *buf, size_t len)
 {
-    tls_conn *c = ctx;
     if (c->rx_off == c->rx_len) {
         if (c->rx_drained)
             return MBEDTLS_ERR_SSL_WANT_READ;
@@ -810,6 +817,42 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
     return (int)n;
 }
 
+/*
+ * A client's first bytes must open a handshake record (type 22, version 3.x) holding a
+ * ClientHello (type 1) that fits one record. mbedTLS 2.28 refuses anything else at once;
+ * 3.6 reassembles handshake messages across records, and so waits on a header that announces
+ * megabytes until the handshake timeout. This screen fails such a connection on its first
+ * bytes with either version. Returns 0, or the error bio_recv reports.
+ */
+static int screen_hello(tls_conn *c, const unsigned char *p, size_t n)
+{
+    size_t room = HELLO_HEAD - (size_t)c->head_len;
+    size_t take = room < n ? room : n;
+    memcpy(c->head + c->head_len, p, take);
+    c->head_len = (uint8_t)(c->head_len + take);
+    const unsigned char *h = c->head;
+    size_t got = c->head_len;
+    bool bad = (got > 0 && h[0] != 22) || (got > 1 && h[1] != 3) || (got > 5 && h[5] != 1);
+    if (!bad && got == HELLO_HEAD) {
+        size_t hello_len = (size_t)h[6] << 16 | (size_t)h[7] << 8 | h[8];
+        bad = hello_len > RECORD_MAX;
+        c->screening = false;
+    }
+    return bad ? MBEDTLS_ERR_SSL_INVALID_RECORD : 0; /* bad: every later call fails too */
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    tls_conn *c = ctx;
+    int n = read_ahead(c, buf, len);
+    if (n > 0 && c->screening) {
+        int rc = screen_hello(c, buf, (size_t)n);
+        if (rc != 0)
+            return rc;
+    }
+    return n;
+}
+
 tls_conn *tls_conn_new(nook_tls *t, const io_alloc *alloc, int fd)
 {
     if (!t || !alloc || !is_prepared(t))
@@ -827,6 +870,7 @@ tls_conn *tls_conn_new(nook_tls *t, const io_alloc *alloc, int fd)
         return NULL;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->screening = true;
     tls_ref(t);
     c->tls = t;
     return c;
