@@ -12,6 +12,7 @@ packages=(
   nghttp2-server                     # nghttpd: an HTTP/2 upstream for the proxy tests
   python3-h2 python3-hyperframe      # raw HTTP/2 frames for the conformance tests
   chromium                           # a real browser
+  gpgv debian-archive-keyring xz-utils  # tools/mbedtls3.sh: Debian 13's mbedTLS 3.x, checked
 )
 
 missing=()
