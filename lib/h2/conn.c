@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -180,12 +181,15 @@ static const io_alloc *pool_of(const h2_conn *c) { return core_worker_pool(c->w)
 
 static size_t page_size(void)
 {
-    static size_t page;
-    if (!page) {
+    /* Workers may ask at once: each computes the same value, stored atomically. */
+    static _Atomic size_t page;
+    size_t p = atomic_load_explicit(&page, memory_order_relaxed);
+    if (!p) {
         long v = sysconf(_SC_PAGESIZE);
-        page = v > 0 ? (size_t)v : 4096;
+        p = v > 0 ? (size_t)v : 4096;
+        atomic_store_explicit(&page, p, memory_order_relaxed);
     }
-    return page;
+    return p;
 }
 
 static size_t round_to_pages(size_t n) { return (n + page_size() - 1) & ~(page_size() - 1); }
