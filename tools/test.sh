@@ -6,7 +6,8 @@
 #   4. each libFuzzer harness for FUZZ_SECONDS (default 30) over its seed corpus,
 #   5. install to a staging prefix and build consumers with pkg-config and find_package,
 #   6. a build against mbedTLS 3.x (TLS 1.3; Debian 13's packages, fetched and checked by
-#      tools/mbedtls3.sh, not installed) and every ctest on it. MBEDTLS3=0 skips this step.
+#      tools/mbedtls3.sh, not installed) and every ctest on it, then the TLS tests again built
+#      with ASan + UBSan against it. MBEDTLS3=0 skips this step.
 # Build trees go to build/ (ignored by git). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +65,13 @@ if [ "${MBEDTLS3:-1}" != 0 ]; then
     { echo "test.sh: build/mbedtls3-nook did not pick up mbedTLS 3.x" >&2; exit 1; }
   step "tests against mbedTLS 3.x"
   ctest --test-dir build/mbedtls3-nook --output-on-failure -j"$jobs"
+  step "TLS tests against mbedTLS 3.x under ASan + UBSan"
+  # shellcheck disable=SC2086
+  cmake -S . -B build/mbedtls3-asan -DCMAKE_BUILD_TYPE=Debug -DNOOK_SANITIZE=ON $flags >/dev/null
+  cmake --build build/mbedtls3-asan -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build/mbedtls3-asan --output-on-failure -j"$jobs" \
+    -R 'unit\.test_tls|test_tls_alpn|test_idle_sleep|test_proxy$|test_h2_clients|test_soak'
 fi
 
 step "all tests passed"

@@ -704,19 +704,62 @@ int tls_prepare(nook_tls *t, bool offer_h2)
  * ------------------------------------------------------------------------------------------- */
 
 /*
- * Sleep. mbedTLS 2.x gives every context two record buffers of about 16.5 KiB (input and
- * output) for its whole life; an idle keep-alive connection needs neither. While the context
- * is between records (nothing read ahead, nothing left to write, no handshake), the only live
- * bytes in a buffer are its prefix before the message: the 64-bit record counter, the header
- * and the explicit IV. Sleeping keeps those prefixes and the pointers' offsets, and frees both
- * buffers; waking allocates them again (mbedtls_calloc, as mbedtls_ssl_setup does) and puts
- * everything back. mbedTLS 2.28's context fields are public; 3.x made them private, so there
- * a connection simply never sleeps.
+ * Sleep. mbedTLS gives every context two record buffers of about 16.5 KiB (input and output)
+ * for its whole life; an idle keep-alive connection needs neither. While the context is between
+ * records (nothing read ahead, nothing left to write, no handshake), the only live bytes in a
+ * buffer are its prefix before the message: the 64-bit record counter, the header (with a
+ * connection ID where built in) and the explicit IV. Sleeping keeps those prefixes, the
+ * pointers' offsets and the buffers' sizes, and frees both buffers; waking allocates them again
+ * (mbedtls_calloc, as mbedtls_ssl_setup does) and puts everything back.
+ *
+ * These are context fields mbedTLS documents as internal: public in 2.28, reached through
+ * MBEDTLS_PRIVATE in 3.x, whose fields keep their names and roles through 3.6. A 3.x buffer's
+ * size is a constant of a private header unless MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH records it,
+ * so there it is read from glibc (malloc_usable_size: at least what mbedTLS asked for) and only
+ * when mbedTLS allocates with libc's calloc. Where neither holds, connections never sleep.
+ * test_idle_sleep runs against both major versions in CI.
  */
 #define SLEEP_PREFIX_MAX 64
 
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+#define SSL_F(ssl, f) ((ssl)->MBEDTLS_PRIVATE(f))
+#else
+#define SSL_F(ssl, f) ((ssl)->f)
+#endif
+
+#if defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH) && MBEDTLS_VERSION_NUMBER < 0x04000000
+#define TLS_CAN_SLEEP 1
+#define IN_BUF_LEN(ssl) SSL_F(ssl, in_buf_len)
+#define OUT_BUF_LEN(ssl) SSL_F(ssl, out_buf_len)
+#elif MBEDTLS_VERSION_NUMBER < 0x03000000
+#define TLS_CAN_SLEEP 1
+#define IN_BUF_LEN(ssl) ((size_t)MBEDTLS_SSL_IN_BUFFER_LEN)
+#define OUT_BUF_LEN(ssl) ((size_t)MBEDTLS_SSL_OUT_BUFFER_LEN)
+#elif MBEDTLS_VERSION_NUMBER < 0x04000000 && defined(__GLIBC__) && !defined(MBEDTLS_PLATFORM_MEMORY)
+/* Without MBEDTLS_PLATFORM_MEMORY, mbedtls_calloc is libc's calloc (mbedtls/platform.h). */
+#include <malloc.h>
+#define TLS_CAN_SLEEP 1
+#define IN_BUF_LEN(ssl) malloc_usable_size(SSL_F(ssl, in_buf))
+#define OUT_BUF_LEN(ssl) malloc_usable_size(SSL_F(ssl, out_buf))
+#endif
+
+/* The pointers mbedTLS keeps into one record buffer, the buffer itself first. */
+#if defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
+#define BUF_PTRS 7
+#define BUF_PTRS_OF(ssl, d)                                                                     \
+    {&SSL_F(ssl, d##_buf), &SSL_F(ssl, d##_ctr), &SSL_F(ssl, d##_hdr), &SSL_F(ssl, d##_cid),    \
+     &SSL_F(ssl, d##_len), &SSL_F(ssl, d##_iv), &SSL_F(ssl, d##_msg)}
+#else
+#define BUF_PTRS 6
+#define BUF_PTRS_OF(ssl, d)                                                                     \
+    {&SSL_F(ssl, d##_buf), &SSL_F(ssl, d##_ctr), &SSL_F(ssl, d##_hdr), &SSL_F(ssl, d##_len),    \
+     &SSL_F(ssl, d##_iv), &SSL_F(ssl, d##_msg)}
+#endif
+
 typedef struct buf_marks {
-    size_t ctr, hdr, len, iv, msg; /* offsets of mbedTLS's pointers into the buffer */
+    size_t size;            /* the buffer's length, to allocate it again */
+    size_t off[BUF_PTRS];   /* each pointer's offset into the buffer (off[0] = 0) */
+    size_t keep;            /* the prefix: bytes before the message */
     unsigned char prefix[SLEEP_PREFIX_MAX];
 } buf_marks;
 
@@ -1032,26 +1075,54 @@ static ssize_t recv_end(tls_conn *c)
     return -1;
 }
 
-#if MBEDTLS_VERSION_NUMBER < 0x03000000 && !defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
-#define TLS_CAN_SLEEP 1
-#if defined(MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH)
-#define IN_BUF_LEN(ssl) ((ssl)->in_buf_len)
-#define OUT_BUF_LEN(ssl) ((ssl)->out_buf_len)
-#else
-#define IN_BUF_LEN(ssl) ((size_t)MBEDTLS_SSL_IN_BUFFER_LEN)
-#define OUT_BUF_LEN(ssl) ((size_t)MBEDTLS_SSL_OUT_BUFFER_LEN)
-#endif
-
-static bool mark(buf_marks *m, unsigned char *buf, unsigned char *ctr, unsigned char *hdr,
-                 unsigned char *len, unsigned char *iv, unsigned char *msg)
+#ifdef TLS_CAN_SLEEP
+/* Records where ptrs (BUF_PTRS_OF) point into their buffer of `size` bytes and keeps the bytes
+ * before the message; false if the layout is not one sleep can restore. */
+static bool mark(buf_marks *m, unsigned char **const ptrs[BUF_PTRS], size_t size)
 {
-    if (!buf || msg < buf || (size_t)(msg - buf) > SLEEP_PREFIX_MAX || ctr < buf || hdr < buf ||
-        len < buf || iv < buf || ctr > msg || hdr > msg || len > msg || iv > msg)
+    unsigned char *buf = *ptrs[0], *msg = *ptrs[BUF_PTRS - 1];
+    if (!buf || msg < buf || (size_t)(msg - buf) > SLEEP_PREFIX_MAX || size < SLEEP_PREFIX_MAX)
         return false;
-    *m = (buf_marks){(size_t)(ctr - buf), (size_t)(hdr - buf), (size_t)(len - buf),
-                     (size_t)(iv - buf), (size_t)(msg - buf), {0}};
-    memcpy(m->prefix, buf, m->msg);
+    for (int i = 0; i < BUF_PTRS; i++) {
+        if (*ptrs[i] < buf || *ptrs[i] > msg)
+            return false;
+        m->off[i] = (size_t)(*ptrs[i] - buf);
+    }
+    m->size = size;
+    m->keep = (size_t)(msg - buf);
+    memcpy(m->prefix, buf, m->keep);
     return true;
+}
+
+/* True until the handshake is over and its parameters are freed; except that mbedTLS 3.x keeps
+ * a TLS 1.3 connection's parameters until mbedtls_ssl_free. Those point into the record
+ * buffers only while a handshake message is parsed (the raw SNI, read in the SNI callback). */
+static bool handshaking(const mbedtls_ssl_context *ssl)
+{
+    if (SSL_F(ssl, state) != MBEDTLS_SSL_HANDSHAKE_OVER)
+        return true;
+#if MBEDTLS_VERSION_NUMBER >= 0x03020000 && defined(MBEDTLS_SSL_PROTO_TLS1_3)
+    if (mbedtls_ssl_get_version_number(ssl) == MBEDTLS_SSL_VERSION_TLS1_3)
+        return false;
+#endif
+    return SSL_F(ssl, handshake) != NULL;
+}
+
+/* Zeroes and frees the buffer behind ptrs; every pointer becomes NULL. */
+static void release(unsigned char **const ptrs[BUF_PTRS], size_t size)
+{
+    mbedtls_platform_zeroize(*ptrs[0], size);
+    mbedtls_free(*ptrs[0]);
+    for (int i = 0; i < BUF_PTRS; i++)
+        *ptrs[i] = NULL;
+}
+
+/* Points ptrs into buf as m recorded, after putting the prefix back. */
+static void restore(unsigned char **const ptrs[BUF_PTRS], unsigned char *buf, const buf_marks *m)
+{
+    memcpy(buf, m->prefix, m->keep);
+    for (int i = 0; i < BUF_PTRS; i++)
+        *ptrs[i] = buf + m->off[i];
 }
 #endif
 
@@ -1067,23 +1138,18 @@ static void tls_sleep(io_stream *s)
     }
 #ifdef TLS_CAN_SLEEP
     mbedtls_ssl_context *ssl = &c->ssl;
-    if (c->asleep || c->fail_errno || c->rx_eof || c->tx_pending ||
-        ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER || ssl->handshake || ssl->in_left ||
-        ssl->in_msglen || ssl->in_offt || ssl->keep_current_message || ssl->out_left ||
-        mbedtls_ssl_check_pending(ssl))
+    if (c->asleep || c->fail_errno || c->rx_eof || c->tx_pending || handshaking(ssl) ||
+        SSL_F(ssl, in_left) || SSL_F(ssl, in_msglen) || SSL_F(ssl, in_offt) ||
+        SSL_F(ssl, keep_current_message) || SSL_F(ssl, out_left) || mbedtls_ssl_check_pending(ssl))
         return;
+    unsigned char **const in[BUF_PTRS] = BUF_PTRS_OF(ssl, in);
+    unsigned char **const out[BUF_PTRS] = BUF_PTRS_OF(ssl, out);
     struct sleep_state st;
-    if (!mark(&st.in, ssl->in_buf, ssl->in_ctr, ssl->in_hdr, ssl->in_len, ssl->in_iv, ssl->in_msg) ||
-        !mark(&st.out, ssl->out_buf, ssl->out_ctr, ssl->out_hdr, ssl->out_len, ssl->out_iv,
-              ssl->out_msg))
+    if (!mark(&st.in, in, IN_BUF_LEN(ssl)) || !mark(&st.out, out, OUT_BUF_LEN(ssl)))
         return;
     c->sleep = st;
-    mbedtls_platform_zeroize(ssl->in_buf, IN_BUF_LEN(ssl));
-    mbedtls_platform_zeroize(ssl->out_buf, OUT_BUF_LEN(ssl));
-    mbedtls_free(ssl->in_buf);
-    mbedtls_free(ssl->out_buf);
-    ssl->in_buf = ssl->in_ctr = ssl->in_hdr = ssl->in_len = ssl->in_iv = ssl->in_msg = NULL;
-    ssl->out_buf = ssl->out_ctr = ssl->out_hdr = ssl->out_len = ssl->out_iv = ssl->out_msg = NULL;
+    release(in, st.in.size);
+    release(out, st.out.size);
     c->asleep = true;
 #endif
 }
@@ -1096,28 +1162,17 @@ static bool wake(tls_conn *c)
     if (!c->asleep)
         return true;
     mbedtls_ssl_context *ssl = &c->ssl;
-    unsigned char *in = mbedtls_calloc(1, IN_BUF_LEN(ssl));
-    unsigned char *out = in ? mbedtls_calloc(1, OUT_BUF_LEN(ssl)) : NULL;
+    unsigned char *in = mbedtls_calloc(1, c->sleep.in.size);
+    unsigned char *out = in ? mbedtls_calloc(1, c->sleep.out.size) : NULL;
     if (!out) {
         mbedtls_free(in);
         conn_fail(c, "wake", MBEDTLS_ERR_SSL_ALLOC_FAILED);
         return false;
     }
-    const buf_marks *i = &c->sleep.in, *o = &c->sleep.out;
-    memcpy(in, i->prefix, i->msg);
-    memcpy(out, o->prefix, o->msg);
-    ssl->in_buf = in;
-    ssl->in_ctr = in + i->ctr;
-    ssl->in_hdr = in + i->hdr;
-    ssl->in_len = in + i->len;
-    ssl->in_iv = in + i->iv;
-    ssl->in_msg = in + i->msg;
-    ssl->out_buf = out;
-    ssl->out_ctr = out + o->ctr;
-    ssl->out_hdr = out + o->hdr;
-    ssl->out_len = out + o->len;
-    ssl->out_iv = out + o->iv;
-    ssl->out_msg = out + o->msg;
+    unsigned char **const in_ptrs[BUF_PTRS] = BUF_PTRS_OF(ssl, in);
+    unsigned char **const out_ptrs[BUF_PTRS] = BUF_PTRS_OF(ssl, out);
+    restore(in_ptrs, in, &c->sleep.in);
+    restore(out_ptrs, out, &c->sleep.out);
     c->asleep = false;
 #else
     (void)c;
