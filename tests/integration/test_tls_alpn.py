@@ -265,6 +265,27 @@ def tls10_and_tls11_refused_tls12_works(srv, opts):
 
 
 @case
+def tls13_where_mbedtls_has_it(srv, opts):
+    # Set by CMake: the mbedTLS nook was built against. 3.x (as Debian 13 builds it) speaks
+    # TLS 1.3, and h2 and HTTP/1.1 are served over it; 2.28 refuses a TLS 1.3-only client.
+    major = os.environ.get("NOOK_MBEDTLS_VERSION", "2").split(".")[0]
+    rc, text = nt.openssl_client(srv.tls_port, "-tls1_3", "-alpn", "h2")
+    if major in ("", "1", "2"):
+        expect(rc != 0 and re.search(r"alert (protocol version|handshake failure)", text),
+               "openssl s_client -tls1_3 refused by nook on mbedTLS 2.x",
+               (rc, re.findall(r".*alert.*", text)))
+        return
+    m = re.search(r"New, (TLSv1\.[23]), Cipher is (\S+)", text)
+    eq((rc, m.group(1) if m else None, nt.ssl_field(text, "ALPN protocol")), (0, "TLSv1.3", "h2"),
+       "openssl s_client -tls1_3 -alpn h2 (rc, version, ALPN)")
+    for proto in ("--http2", "--http1.1"):
+        rc, version, status, heads, body, err = curl_https(srv.tls_port, "/", proto, "--tlsv1.3")
+        eq((rc, version, status, body), (0, "2" if proto == "--http2" else "1.1", 200,
+                                         b"Hello, World!"),
+           "curl %s --tlsv1.3 (rc, HTTP version, status, body; %s)" % (proto, err.strip()))
+
+
+@case
 def negotiated_suite_is_ecdhe_aead(srv, opts):
     rc, text = nt.openssl_client(srv.tls_port, "-alpn", "h2")
     m = re.search(r"New, (TLSv1\.[23]), Cipher is (\S+)", text)
