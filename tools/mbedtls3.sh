@@ -14,7 +14,7 @@ mirror=${NOOK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=trixie
 arch=$(dpkg --print-architecture)
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-mkdir -p "$dir/debs" "$dir/root"
+mkdir -p "$dir/debs" "$dir/tree"
 cd "$dir"
 
 fetch() { curl -fsS --retry 3 --max-time 300 -o "$2" "$1"; }
@@ -50,11 +50,11 @@ for p in $pkgs; do
   deb=debs/$(basename "$file")
   [ -f "$deb" ] || fetch "$mirror/$file" "$deb"
   echo "$sum  $deb" | sha256sum -c --quiet
-  dpkg-deb -x "$deb" root
+  dpkg-deb -x "$deb" tree
 done
 
-inc=$PWD/root/usr/include
-lib=$(dirname "$(find "$PWD/root/usr/lib" -name libmbedtls.so | head -n 1)")
+inc=$PWD/tree/usr/include
+lib=$(dirname "$(find "$PWD/tree/usr/lib" -name libmbedtls.so | head -n 1)")
 grep -q '#define MBEDTLS_VERSION_MAJOR  *3' "$inc/mbedtls/build_info.h" ||
   { echo "mbedtls3.sh: $suite's mbedTLS is not 3.x" >&2; exit 1; }
 echo "-DMBEDTLS_INCLUDE_DIR=$inc -DMBEDTLS_LIBRARY=$lib/libmbedtls.so" \

@@ -61,7 +61,7 @@ if [ "${MBEDTLS3:-1}" != 0 ]; then
   cmake --build build/mbedtls3-nook -j"$jobs"
   # Both the headers (the version the tests are told) and the libraries the loader finds.
   grep -q 'NOOK_MBEDTLS_VERSION=3\.' build/mbedtls3-nook/tests/integration/CTestTestfile.cmake &&
-    ldd build/mbedtls3-nook/libnook.so | grep -q "$root/build/mbedtls3/root/.*libmbedtls" ||
+    ldd build/mbedtls3-nook/libnook.so | grep -q "$root/build/mbedtls3/tree/.*libmbedtls" ||
     { echo "test.sh: build/mbedtls3-nook did not pick up mbedTLS 3.x" >&2; exit 1; }
   step "tests against mbedTLS 3.x"
   ctest --test-dir build/mbedtls3-nook --output-on-failure -j"$jobs"
