@@ -1477,6 +1477,18 @@ static void destroy(h2_conn *c)
     io_free(core_worker_alloc(c->w), c);
 }
 
+/* Reads one chunk of what fits; input beyond the limit waits in the socket (TCP backpressure).
+ * The peer's close or a socket error ends reading. Returns io_stream_read's result. */
+static int read_input(h2_conn *c)
+{
+    int rc = io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
+    if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
+        c->peer_eof = true;
+        io_stream_want_read(&c->s, false);
+    }
+    return rc;
+}
+
 static void on_io(io_watch *w, uint32_t events)
 {
     h2_conn *c = from_watch(w);
@@ -1504,12 +1516,7 @@ static void on_io(io_watch *w, uint32_t events)
     }
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) {
         c->asleep = false;
-        /* Read what fits; input beyond the limit waits in the socket (TCP backpressure). */
-        int rc = io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
-        if (rc == NOOK_ECLOSED || rc == NOOK_ESYS) {
-            c->peer_eof = true;
-            io_stream_want_read(&c->s, false);
-        }
+        read_input(c);
     }
     service(c);
     if (!c->close_now && c->s.tr->pending(&c->s) > 0)
@@ -1520,13 +1527,7 @@ static void on_resume(io_defer *d)
 {
     h2_conn *c = from_defer(d);
     if (!c->close_now && !c->lingering) {
-        int got = 0;
-        if (!c->peer_eof && c->s.tr->pending(&c->s) > 0)
-            got = io_stream_read(&c->s, opt(c, NOOK_OPT_H2_MAX_FRAME_SIZE) * 4 + 65536);
-        if (got == NOOK_ECLOSED || got == NOOK_ESYS) {
-            c->peer_eof = true;
-            io_stream_want_read(&c->s, false);
-        }
+        int got = !c->peer_eof && c->s.tr->pending(&c->s) > 0 ? read_input(c) : 0;
         size_t held = io_buf_size(&c->s.in);
         service(c);
         /* One read takes at most a chunk. When this round moved input (read some, or used
