@@ -912,6 +912,13 @@ def openssl_client(port, *args, host="127.0.0.1", timeout=15, input=b""):
     return rc, out.decode("utf-8", "replace") + "\n" + err
 
 
+def mbedtls_major():
+    """The major version of the mbedTLS the library was built against, from
+    NOOK_MBEDTLS_VERSION (set by CMake for each test; unset: 2)."""
+    v = os.environ.get("NOOK_MBEDTLS_VERSION", "").split(".")[0]
+    return int(v) if v.isdigit() else 2
+
+
 def ssl_field(text, label):
     """A 'Label: value' line of openssl s_client output (e.g. 'ALPN protocol', 'Cipher'), or
     None."""

@@ -39,12 +39,11 @@ NAP_MS = 100
 SLEEP_BUDGET_KB = 8  # per idle TLS connection, server side (measured about 4)
 H2_SLEEP_BUDGET_KB = 20  # per idle HTTP/2 TLS connection after one request (measured about 15)
 SETTLE_S = NAP_MS / 1000 + 1.0 + 0.5  # the nap, the worker's trim delay, a margin
-# Set by CMake for each test: the mbedTLS the library was built against (unset: 2.x).
-MBEDTLS3 = os.environ.get("NOOK_MBEDTLS_VERSION", "2").split(".")[0] not in ("", "1", "2")
+MBEDTLS3 = nt.mbedtls_major() >= 3
 # mbedTLS 3.6's TLS 1.3 handshake parameters, kept after the handshake (measured: asleep 12.5
 # KiB per HTTP/1.1 connection and 22.9 per HTTP/2 one, against 2.28's 4 and 15).
 MBEDTLS3_EXTRA_KB = 10 if MBEDTLS3 else 0
-MBEDTLS_NOTE = " [mbedTLS %s]" % os.environ["NOOK_MBEDTLS_VERSION"] if MBEDTLS3 else ""
+MBEDTLS_NOTE = " [mbedTLS %d.x]" % nt.mbedtls_major() if MBEDTLS3 else ""
 
 
 def expect_sleep_saves(asleep, awake, budget_kb, fraction, what):
