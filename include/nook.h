@@ -163,12 +163,19 @@ typedef enum nook_opt {
     NOOK_OPT_MAX_CONNECTIONS_PER_IP, /* open connections from one client address (IPv4 or IPv6),
                                       all workers together [0: no limit]; extra ones are closed
                                       at once. Behind a proxy every client has its address */
-    NOOK_OPT_H2_MAX_CONN_INPUT     /* request body bytes buffered for handlers on one HTTP/2
+    NOOK_OPT_H2_MAX_CONN_INPUT,    /* request body bytes buffered for handlers on one HTTP/2
                                       connection, all streams together (bodies of nook_route
                                       routes, held until their response ends) [8388608]. Past
                                       it the connection's flow-control window is not reopened
                                       until such requests end: the client waits. Never less
                                       than NOOK_OPT_MAX_BODY */
+    NOOK_OPT_TLS_SEND_BATCH        /* encrypted bytes a TLS connection gathers into one send(2)
+                                      when a write makes several records [131072], 0..16777216.
+                                      A send per 16 KiB record wakes the client once per record;
+                                      on loopback that cost the server a fifth of its time on
+                                      large bodies. The buffer is allocated at the first such
+                                      write and freed when the connection sleeps
+                                      (NOOK_OPT_IDLE_SLEEP). Below 32768: a send per record */
 } nook_opt;
 
 NOOK_API int nook_server_set_int(nook_server *srv, nook_opt opt, int64_t value);

@@ -206,6 +206,7 @@ void core_accept(core_worker *w, int fd, const struct sockaddr *peer, socklen_t 
             fail(f, "cannot start a TLS session");
             return;
         }
+        tls_conn_set_send_batch(f->tls, (size_t)core_opt(lim, NOOK_OPT_TLS_SEND_BATCH));
     }
     if (core_opt(lim, timeout) > 0)
         io_timer_set(f->s.loop, &f->timer, (uint64_t)core_opt(lim, timeout));

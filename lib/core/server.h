@@ -14,7 +14,7 @@
 
 struct sockaddr;
 
-#define CORE_OPT_COUNT (NOOK_OPT_H2_MAX_CONN_INPUT + 1)
+#define CORE_OPT_COUNT (NOOK_OPT_TLS_SEND_BATCH + 1)
 
 /* Read-only after start: every worker reads them without locks. */
 typedef struct core_limits {

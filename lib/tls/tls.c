@@ -44,6 +44,7 @@
 /* Largest plaintext handed to one mbedtls_ssl_write: one full TLS record. */
 #define RECORD_MAX 16384
 #define RX_AHEAD 1024 /* socket bytes read at once below mbedTLS (see tls_conn.rx) */
+#define TX_RECORDS 16 /* records gathered for one send at most (see tls_conn.tx) */
 /* A record header (5 bytes), then a handshake message's type (1) and length (3). */
 #define HELLO_HEAD 9u
 /* Session-ticket key lifetime (mbedtls_ssl_ticket rotates keys on this period). */
@@ -778,6 +779,22 @@ struct tls_conn {
     /* After MBEDTLS_ERR_SSL_WANT_WRITE mbedTLS holds one encrypted record and must be called
      * again with the same plaintext; this is that plaintext's length (0: nothing held). */
     size_t tx_pending;
+    /* Records gathered for one send. A write of several records makes each of them with its
+     * own mbedtls_ssl_write, and a send per record wakes the peer per record: on loopback the
+     * wake-ups cost the sender more than the copies. So while tls_send makes more than one
+     * record (batching), bio_send appends them here and tls_send sends them together.
+     * A record's plaintext counts as written once the socket took the whole record (rec
+     * says where each ends), as without gathering: until then the caller hands the same bytes
+     * again, the first tx_plain of them already sealed here. tx_sent: plaintext of records
+     * sent but not yet reported (sent from outside tls_send). Allocated at the first batch,
+     * freed when the connection sleeps. */
+    unsigned char *tx;
+    size_t tx_cap, tx_len, tx_off, tx_plain, tx_sent;
+    struct {
+        size_t end, plain; /* offset in tx after the record; its plaintext length */
+    } rec[TX_RECORDS];
+    unsigned nrec, rec_head; /* records gathered; the first not yet sent */
+    bool batching;
     bool asleep; /* the record buffers are released (tls_sleep) */
     struct sleep_state sleep;
     /* Read-ahead below mbedTLS, which asks the socket for a record's 5-byte header and then for
@@ -798,9 +815,8 @@ struct tls_conn {
     char err[256];
 };
 
-static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+static int socket_send(tls_conn *c, const unsigned char *buf, size_t len)
 {
-    tls_conn *c = ctx;
     for (;;) {
         ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
         if (n >= 0)
@@ -814,6 +830,48 @@ static int bio_send(void *ctx, const unsigned char *buf, size_t len)
         c->sys_errno = errno;
         return MBEDTLS_ERR_NET_SEND_FAILED;
     }
+}
+
+/* Sends what tx holds, moving the plaintext of each record sent whole to tx_sent: 0 once all
+ * of it is out, else what the socket said (MBEDTLS_ERR_SSL_WANT_WRITE when it is full). */
+static int tx_flush(tls_conn *c)
+{
+    int rc = 0;
+    while (c->tx_off < c->tx_len) {
+        int n = socket_send(c, c->tx + c->tx_off, c->tx_len - c->tx_off);
+        if (n < 0) {
+            rc = n;
+            break;
+        }
+        c->tx_off += (size_t)n;
+    }
+    for (; c->rec_head < c->nrec && c->rec[c->rec_head].end <= c->tx_off; c->rec_head++) {
+        c->tx_sent += c->rec[c->rec_head].plain;
+        c->tx_plain -= c->rec[c->rec_head].plain;
+    }
+    if (c->tx_off == c->tx_len)
+        c->tx_len = c->tx_off = c->nrec = c->rec_head = 0;
+    return rc;
+}
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    tls_conn *c = ctx;
+    if (c->batching) {
+        if (c->tx_len > 0 && (len > c->tx_cap - c->tx_len || c->nrec == TX_RECORDS))
+            return MBEDTLS_ERR_SSL_WANT_WRITE; /* full: tls_send sends it, then this again */
+        if (len <= c->tx_cap) {
+            memcpy(c->tx + c->tx_len, buf, len);
+            c->tx_len += len;
+            return (int)len;
+        }
+    } else if (c->tx_len > 0) {
+        /* Records gathered earlier go first (a TLS 1.3 ticket or an alert written later). */
+        int rc = tx_flush(c);
+        if (rc != 0)
+            return rc;
+    }
+    return socket_send(c, buf, len);
 }
 
 /* recv into buf: the byte count (0 at EOF) or an mbedTLS error. */
@@ -913,6 +971,7 @@ tls_conn *tls_conn_new(nook_tls *t, const io_alloc *alloc, int fd)
         return NULL;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->tx_cap = TLS_SEND_BATCH_DEFAULT;
     c->screening = true;
     tls_ref(t);
     c->tls = t;
@@ -936,6 +995,7 @@ tls_conn *tls_conn_new_client(const struct mbedtls_ssl_config *conf, const io_al
         return NULL;
     }
     mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+    c->tx_cap = TLS_SEND_BATCH_DEFAULT;
     return c; /* c->tls stays NULL: the client configuration is owned elsewhere */
 }
 
@@ -980,6 +1040,12 @@ int tls_conn_handshake(tls_conn *c, bool *want_write)
     }
     conn_set_error(c, "handshake", rc);
     return is_peer_gone(rc) ? NOOK_ECLOSED : NOOK_EINVAL;
+}
+
+void tls_conn_set_send_batch(tls_conn *c, size_t bytes)
+{
+    if (!c->tx)
+        c->tx_cap = bytes;
 }
 
 const char *tls_conn_error(const tls_conn *c)
@@ -1129,12 +1195,16 @@ static void restore(unsigned char **const ptrs[BUF_PTRS], unsigned char *buf, co
 static void tls_sleep(io_stream *s)
 {
     tls_conn *c = s->tr_data;
-    if (!c || c->rx_off < c->rx_len)
+    if (!c || c->rx_off < c->rx_len || c->tx_len)
         return;
     if (c->rx) {
         io_free(c->alloc, c->rx); /* the read-ahead holds nothing */
         c->rx = NULL;
         c->rx_off = c->rx_len = 0;
+    }
+    if (c->tx) {
+        io_free(c->alloc, c->tx);
+        c->tx = NULL;
     }
 #ifdef TLS_CAN_SLEEP
     mbedtls_ssl_context *ssl = &c->ssl;
@@ -1219,6 +1289,16 @@ static size_t write_chunk(tls_conn *c, size_t left)
     return left < cap ? left : cap;
 }
 
+/* Sends the gathered records and adds the plaintext of those sent whole to *done. 0 once all
+ * are out, or what the socket said (see tx_flush). */
+static int tx_finish(tls_conn *c, size_t *done)
+{
+    int rc = tx_flush(c);
+    *done += c->tx_sent;
+    c->tx_sent = 0;
+    return rc;
+}
+
 static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
 {
     tls_conn *c = s->tr_data;
@@ -1228,21 +1308,46 @@ static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
     }
     const unsigned char *in = buf;
     size_t done = 0;
-    while (done < len && !c->fail_errno) {
-        size_t chunk = write_chunk(c, len - done);
-        int n = mbedtls_ssl_write(&c->ssl, in + done, chunk);
+    /* Records left from the last call hold the first tx_plain bytes of this one (and those
+     * sent since count as written now). */
+    int rc = tx_finish(c, &done);
+    size_t first = write_chunk(c, len - done);
+    if (rc == 0 && len - done > first && c->tx_cap >= 2 * RECORD_MAX) {
+        if (!c->tx)
+            c->tx = io_malloc(c->alloc, c->tx_cap);
+        c->batching = c->tx != NULL;
+    }
+    while (rc == 0 && done + c->tx_plain < len && !c->fail_errno) {
+        size_t off = done + c->tx_plain;
+        size_t chunk = write_chunk(c, len - off);
+        int n = mbedtls_ssl_write(&c->ssl, in + off, chunk);
         if (n > 0) {
             c->tx_pending = 0;
-            done += (size_t)n;
+            if (c->batching && c->tx_len > 0) {
+                c->rec[c->nrec].end = c->tx_len;
+                c->rec[c->nrec++].plain = (size_t)n;
+                c->tx_plain += (size_t)n;
+            } else {
+                done += (size_t)n; /* sent as it was made */
+            }
             continue;
         }
         if (would_block(n)) {
             c->tx_pending = chunk;
+            /* Batching, this is tx being full (or the socket, for a record larger than tx):
+             * send tx, and mbedTLS's held record goes into it next time round. */
+            if (c->batching && c->tx_len > 0 && (rc = tx_finish(c, &done)) == 0)
+                continue;
             break;
         }
         c->tx_pending = 0;
         conn_fail(c, "write", n);
     }
+    if (rc == 0 && c->tx_len > 0)
+        rc = tx_finish(c, &done);
+    c->batching = false;
+    if (rc != 0 && rc != MBEDTLS_ERR_SSL_WANT_WRITE && !c->fail_errno)
+        conn_fail(c, "write", rc);
     if (done > 0)
         return (ssize_t)done;
     errno = c->fail_errno ? c->fail_errno : EAGAIN;
@@ -1283,6 +1388,8 @@ void tls_conn_free(tls_conn *c)
     mbedtls_ssl_free(&c->ssl); /* asleep, the buffer pointers are NULL and skipped */
     if (c->rx)
         io_free(c->alloc, c->rx);
+    if (c->tx)
+        io_free(c->alloc, c->tx);
     nook_tls *t = c->tls;
     io_free(c->alloc, c);
     tls_unref(t);

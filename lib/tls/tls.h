@@ -49,6 +49,12 @@ int tls_prepare(nook_tls *t, bool offer_h2);
  * configuration was not prepared. */
 tls_conn *tls_conn_new(nook_tls *t, const io_alloc *alloc, int fd);
 
+/* Encrypted bytes gathered into one send when a write makes several records (see
+ * NOOK_OPT_TLS_SEND_BATCH); less than two full records' worth: a send per record. Call before
+ * the first write. A new connection (either side) gathers TLS_SEND_BATCH_DEFAULT. */
+#define TLS_SEND_BATCH_DEFAULT (128u << 10)
+void tls_conn_set_send_batch(tls_conn *c, size_t bytes);
+
 /*
  * Advances the handshake. NOOK_OK when it completed; NOOK_AGAIN when it must wait for the socket
  * (*want_write tells whether for writability rather than readability); NOOK_ECLOSED when the peer

@@ -896,6 +896,7 @@ static int set_opt(const char *spec)
         {"H2_MAX_CONN_OUTPUT", NOOK_OPT_H2_MAX_CONN_OUTPUT},
         {"MIN_BODY_RATE", NOOK_OPT_MIN_BODY_RATE},
         {"MAX_CONNECTIONS_PER_IP", NOOK_OPT_MAX_CONNECTIONS_PER_IP},
+        {"TLS_SEND_BATCH", NOOK_OPT_TLS_SEND_BATCH},
     };
     const char *eq = strchr(spec, '=');
     if (!eq)
