@@ -20,6 +20,7 @@
 
 #include "io/ascii.h"
 
+#define FRAME_HEAD 9 /* bytes of a frame header */
 #define OUTPUT_CHUNK_MAX (256 * 1024) /* stop asking nghttp2 for bytes past this much queued */
 #define HEADER_OVERHEAD 32            /* RFC 9113 §6.5.2: each field counts name + value + 32 */
 #define CLOSE_LINGER_MS 1000
@@ -84,7 +85,7 @@ typedef struct h2_stream {
  * front of it, and each frame header is screened just before nghttp2 reads it. */
 typedef struct h2_framing {
     size_t preface_left; /* bytes of the client connection preface still to come */
-    uint8_t hd[9];       /* the frame header being received */
+    uint8_t hd[FRAME_HEAD]; /* the frame header being received */
     size_t hd_len;
     size_t payload_left; /* bytes of the current frame's payload still to come */
     bool ends_block;     /* the current frame ends a header block (END_HEADERS) */
@@ -176,7 +177,7 @@ static const io_alloc *pool_of(const h2_conn *c) { return core_worker_pool(c->w)
  * Fresh mapped pages cost no memory until they are written, and calloc needs no memset there. If
  * the mapping fails (the process's map count, say), allocations simply go to the pool as usual.
  */
-#define FRAMEBUF_LEN (9 + 1 + 16384) /* frame header, pad-length byte, largest default payload */
+#define FRAMEBUF_LEN (FRAME_HEAD + 1 + 16384) /* header, pad-length byte, largest default payload */
 #define AREA_PAGES 8 /* a 5-page frame buffer and two single pages */
 
 static size_t page_size(void)
@@ -650,20 +651,28 @@ static void earn_window_credit(h2_conn *c, uint32_t n)
 
 static int submit_fields(h2_conn *c, int32_t id, const core_hdr *h, size_t n);
 
+/* A large DATA frame's payload is not copied into nghttp2's frame buffer: read_body says how
+ * much the frame carries (NO_COPY) and send_data, called by nghttp2 right after within the same
+ * nghttp2_session_mem_send, queues the frame header and the payload from the stream's buffer
+ * straight into the connection's output. A small one is copied: the callback costs more. */
+#define NO_COPY_MIN 1024
+
 static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
     (void)ng;
     (void)ud;
     h2_stream *st = src->ptr;
-    size_t n = io_buf_size(&st->out);
-    if (n > length)
-        n = length;
-    if (n)
+    size_t avail = io_buf_size(&st->out);
+    size_t n = avail < length ? avail : length;
+    if (n >= NO_COPY_MIN) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* consumed by send_data */
+    } else if (n) {
         memcpy(buf, io_buf_head(&st->out), n);
-    io_buf_consume(&st->out, n);
-    st->c->queued_out -= n;
-    if (io_buf_size(&st->out) == 0) {
+        io_buf_consume(&st->out, n);
+        st->c->queued_out -= n;
+    }
+    if (n == avail) {
         if (st->body_end) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
             st->eof_sent = true;
@@ -676,6 +685,28 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         }
     }
     return (ssize_t)n;
+}
+
+static int send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *src, void *ud)
+{
+    (void)ng;
+    h2_conn *c = ud;
+    h2_stream *st = src->ptr;
+    if (f->data.padlen > 0 || length > io_buf_size(&st->out))
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* no padding is asked for; the bytes are there */
+    /* Output is taken in bounded rounds (pump_output); nghttp2 asks again with the same frame
+     * once the connection's output has drained. */
+    if (io_buf_size(&c->s.out) >= OUTPUT_CHUNK_MAX)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (io_buf_size(&c->s.out) == 0)
+        c->written_at = now_of(c); /* output starts to wait for the socket */
+    if (io_stream_queue(&c->s, framehd, FRAME_HEAD) != NOOK_OK ||
+        io_stream_queue(&c->s, io_buf_head(&st->out), length) != NOOK_OK)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    io_buf_consume(&st->out, length);
+    c->queued_out -= length;
+    return 0;
 }
 
 /* RFC 9113 §8.2.2: connection-specific fields must not appear in HTTP/2 ("te" only as
@@ -1621,6 +1652,7 @@ static int session_new(h2_conn *c)
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
     nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, send_data);
     nghttp2_option *o;
     if (nghttp2_option_new(&o) != 0) {
         nghttp2_session_callbacks_del(cbs);
