@@ -768,6 +768,25 @@ struct sleep_state {
     buf_marks in, out;
 };
 
+/*
+ * A write of several records makes each with its own mbedtls_ssl_write, and a send per record
+ * wakes the peer once per record: on loopback the wake-ups cost the sender more than the
+ * copies. So while tls_send makes more than one record, bio_send appends them here and
+ * tls_send sends them together. A record's plaintext counts as written once the socket took
+ * the whole record (rec says where each ends), as without gathering: until then the caller
+ * hands the same bytes again, the first `plain` of them already sealed here.
+ */
+struct tx_batch {
+    size_t len, off; /* bytes gathered; bytes of them sent */
+    size_t plain;    /* plaintext behind the records not yet sent whole */
+    size_t sent;     /* plaintext of records sent but not yet reported (sent outside tls_send) */
+    unsigned nrec, head; /* records gathered; the first not yet sent whole */
+    struct {
+        size_t end, plain; /* offset after the record; its plaintext length */
+    } rec[TX_RECORDS];
+    unsigned char buf[];
+};
+
 struct tls_conn {
     mbedtls_ssl_context ssl;
     nook_tls *tls; /* a reference: the config must outlive every connection using it */
@@ -779,22 +798,11 @@ struct tls_conn {
     /* After MBEDTLS_ERR_SSL_WANT_WRITE mbedTLS holds one encrypted record and must be called
      * again with the same plaintext; this is that plaintext's length (0: nothing held). */
     size_t tx_pending;
-    /* Records gathered for one send. A write of several records makes each of them with its
-     * own mbedtls_ssl_write, and a send per record wakes the peer per record: on loopback the
-     * wake-ups cost the sender more than the copies. So while tls_send makes more than one
-     * record (batching), bio_send appends them here and tls_send sends them together.
-     * A record's plaintext counts as written once the socket took the whole record (rec
-     * says where each ends), as without gathering: until then the caller hands the same bytes
-     * again, the first tx_plain of them already sealed here. tx_sent: plaintext of records
-     * sent but not yet reported (sent from outside tls_send). Allocated at the first batch,
-     * freed when the connection sleeps. */
-    unsigned char *tx;
-    size_t tx_cap, tx_len, tx_off, tx_plain, tx_sent;
-    struct {
-        size_t end, plain; /* offset in tx after the record; its plaintext length */
-    } rec[TX_RECORDS];
-    unsigned nrec, rec_head; /* records gathered; the first not yet sent */
-    bool batching;
+    /* Records gathered for one send (see tx_batch): allocated at the first write of several
+     * records, freed when the connection sleeps. */
+    struct tx_batch *tx;
+    size_t tx_cap;  /* its buffer's size (NOOK_OPT_TLS_SEND_BATCH) */
+    bool batching;  /* tls_send is making several records: bio_send appends them to tx */
     bool asleep; /* the record buffers are released (tls_sleep) */
     struct sleep_state sleep;
     /* Read-ahead below mbedTLS, which asks the socket for a record's 5-byte header and then for
@@ -832,40 +840,47 @@ static int socket_send(tls_conn *c, const unsigned char *buf, size_t len)
     }
 }
 
-/* Sends what tx holds, moving the plaintext of each record sent whole to tx_sent: 0 once all
+/* Sends what tx holds, moving the plaintext of each record sent whole to `sent`: 0 once all
  * of it is out, else what the socket said (MBEDTLS_ERR_SSL_WANT_WRITE when it is full). */
 static int tx_flush(tls_conn *c)
 {
+    struct tx_batch *b = c->tx;
     int rc = 0;
-    while (c->tx_off < c->tx_len) {
-        int n = socket_send(c, c->tx + c->tx_off, c->tx_len - c->tx_off);
+    while (b->off < b->len) {
+        int n = socket_send(c, b->buf + b->off, b->len - b->off);
         if (n < 0) {
             rc = n;
             break;
         }
-        c->tx_off += (size_t)n;
+        b->off += (size_t)n;
     }
-    for (; c->rec_head < c->nrec && c->rec[c->rec_head].end <= c->tx_off; c->rec_head++) {
-        c->tx_sent += c->rec[c->rec_head].plain;
-        c->tx_plain -= c->rec[c->rec_head].plain;
+    for (; b->head < b->nrec && b->rec[b->head].end <= b->off; b->head++) {
+        b->sent += b->rec[b->head].plain;
+        b->plain -= b->rec[b->head].plain;
     }
-    if (c->tx_off == c->tx_len)
-        c->tx_len = c->tx_off = c->nrec = c->rec_head = 0;
+    if (b->off == b->len)
+        b->len = b->off = b->nrec = b->head = 0;
     return rc;
+}
+
+static bool tx_holds(const tls_conn *c)
+{
+    return c->tx && c->tx->len > 0;
 }
 
 static int bio_send(void *ctx, const unsigned char *buf, size_t len)
 {
     tls_conn *c = ctx;
+    struct tx_batch *b = c->tx;
     if (c->batching) {
-        if (c->tx_len > 0 && (len > c->tx_cap - c->tx_len || c->nrec == TX_RECORDS))
+        if (b->len > 0 && (len > c->tx_cap - b->len || b->nrec == TX_RECORDS))
             return MBEDTLS_ERR_SSL_WANT_WRITE; /* full: tls_send sends it, then this again */
         if (len <= c->tx_cap) {
-            memcpy(c->tx + c->tx_len, buf, len);
-            c->tx_len += len;
+            memcpy(b->buf + b->len, buf, len);
+            b->len += len;
             return (int)len;
         }
-    } else if (c->tx_len > 0) {
+    } else if (tx_holds(c)) {
         /* Records gathered earlier go first (a TLS 1.3 ticket or an alert written later). */
         int rc = tx_flush(c);
         if (rc != 0)
@@ -1195,7 +1210,8 @@ static void restore(unsigned char **const ptrs[BUF_PTRS], unsigned char *buf, co
 static void tls_sleep(io_stream *s)
 {
     tls_conn *c = s->tr_data;
-    if (!c || c->rx_off < c->rx_len || c->tx_len)
+    if (!c || c->rx_off < c->rx_len ||
+        (c->tx && (c->tx->len || c->tx->plain || c->tx->sent)))
         return;
     if (c->rx) {
         io_free(c->alloc, c->rx); /* the read-ahead holds nothing */
@@ -1293,9 +1309,11 @@ static size_t write_chunk(tls_conn *c, size_t left)
  * are out, or what the socket said (see tx_flush). */
 static int tx_finish(tls_conn *c, size_t *done)
 {
+    if (!c->tx)
+        return 0;
     int rc = tx_flush(c);
-    *done += c->tx_sent;
-    c->tx_sent = 0;
+    *done += c->tx->sent;
+    c->tx->sent = 0;
     return rc;
 }
 
@@ -1308,25 +1326,26 @@ static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
     }
     const unsigned char *in = buf;
     size_t done = 0;
-    /* Records left from the last call hold the first tx_plain bytes of this one (and those
+    /* Records left from the last call hold the first tx->plain bytes of this one (and those
      * sent since count as written now). */
     int rc = tx_finish(c, &done);
     size_t first = write_chunk(c, len - done);
     if (rc == 0 && len - done > first && c->tx_cap >= 2 * RECORD_MAX) {
-        if (!c->tx)
-            c->tx = io_malloc(c->alloc, c->tx_cap);
+        if (!c->tx && (c->tx = io_malloc(c->alloc, sizeof *c->tx + c->tx_cap)) != NULL)
+            memset(c->tx, 0, sizeof *c->tx);
         c->batching = c->tx != NULL;
     }
-    while (rc == 0 && done + c->tx_plain < len && !c->fail_errno) {
-        size_t off = done + c->tx_plain;
+    struct tx_batch *b = c->tx;
+    while (rc == 0 && done + (b ? b->plain : 0) < len && !c->fail_errno) {
+        size_t off = done + (b ? b->plain : 0);
         size_t chunk = write_chunk(c, len - off);
         int n = mbedtls_ssl_write(&c->ssl, in + off, chunk);
         if (n > 0) {
             c->tx_pending = 0;
-            if (c->batching && c->tx_len > 0) {
-                c->rec[c->nrec].end = c->tx_len;
-                c->rec[c->nrec++].plain = (size_t)n;
-                c->tx_plain += (size_t)n;
+            if (c->batching && b->len > 0) {
+                b->rec[b->nrec].end = b->len;
+                b->rec[b->nrec++].plain = (size_t)n;
+                b->plain += (size_t)n;
             } else {
                 done += (size_t)n; /* sent as it was made */
             }
@@ -1336,14 +1355,14 @@ static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
             c->tx_pending = chunk;
             /* Batching, this is tx being full (or the socket, for a record larger than tx):
              * send tx, and mbedTLS's held record goes into it next time round. */
-            if (c->batching && c->tx_len > 0 && (rc = tx_finish(c, &done)) == 0)
+            if (c->batching && b->len > 0 && (rc = tx_finish(c, &done)) == 0)
                 continue;
             break;
         }
         c->tx_pending = 0;
         conn_fail(c, "write", n);
     }
-    if (rc == 0 && c->tx_len > 0)
+    if (rc == 0 && tx_holds(c))
         rc = tx_finish(c, &done);
     c->batching = false;
     if (rc != 0 && rc != MBEDTLS_ERR_SSL_WANT_WRITE && !c->fail_errno)
