@@ -33,6 +33,7 @@
  *   GET  /status/{code}        an empty response with that status
  *   GET  /sendfile?path=P&off=A&len=B   the file's bytes [A, A+B) via nook_res_sendfile
  *   GET  /trailers             streams "body" then trailers grpc-status: 0, X-Checksum: abc
+ *                              (?big: 64 KiB of 'x' after "body")
  *   GET  /noresponse           returns without responding (→ 500)
  *   GET  /peer                 the peer address
  *   GET  /thread               an id of the worker thread that ran the handler
@@ -338,6 +339,13 @@ static void on_trailers(nook_req *req, void *ud)
     (void)ud;
     nook_res_header(req, "Content-Type", "application/grpc");
     nook_res_write(req, "body", 4);
+    nook_str q = nook_req_query(req);
+    if (q.len == 3 && memcmp(q.ptr, "big", 3) == 0) { /* 64 KiB more: large DATA frames */
+        static char block[16384];
+        memset(block, 'x', sizeof block);
+        for (int i = 0; i < 4; i++)
+            nook_res_write(req, block, sizeof block);
+    }
     nook_res_trailer(req, "grpc-status", "0");
     nook_res_trailer(req, "X-Checksum", "abc");
     nook_res_end(req);

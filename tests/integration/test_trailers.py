@@ -5,6 +5,7 @@ HEADERS frame over HTTP/2 (what gRPC needs), and dropped when the body is length
     python3 test_trailers.py --server PATH/nook_test_server --hello PATH/hello
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,31 @@ def h2_trailers_frame(ctx):
         expect(data_at is not None and status_at is not None and status_at > data_at,
                "grpc-status after the DATA frame (%s)" % url, out[-1500:])
         expect("x-checksum: abc" in out, "x-checksum trailer, lower-case", out[-1500:])
+        last_headers = [l for l in lines if "recv HEADERS frame" in l][-1]
+        expect("END_STREAM" in out[out.index(last_headers):], "the trailer HEADERS ends the stream",
+               last_headers)
+
+
+@case
+def h2_trailers_after_large_data_frames(ctx):
+    # 64 KiB of body goes out in DATA frames whose payload nook writes itself (NO_COPY); the
+    # trailers still follow the last of them and end the stream.
+    for url in ("https://127.0.0.1:%d/trailers?big" % ctx.tls,
+                "http://127.0.0.1:%d/trailers?big" % ctx.h1):
+        rc, out = nghttp(url)
+        eq(rc, 0, "nghttp exit code for %s" % url)
+        lines = out.splitlines()
+        sizes = [int(re.search(r"length=(\d+)", l).group(1)) for l in lines
+                 if "recv DATA frame" in l]
+        eq(sum(sizes), 4 + 65536, "body bytes in DATA frames (%s)" % url)
+        expect(max(sizes) >= 1024, "large DATA frames", sizes)
+        status_at = next((i for i, l in enumerate(lines) if "grpc-status: 0" in l), None)
+        last_data = max(i for i, l in enumerate(lines) if "recv DATA frame" in l)
+        expect(status_at is not None and status_at > last_data,
+               "grpc-status after the last DATA frame (%s)" % url, out[-1500:])
+        data_lines = [l for l in lines if "recv DATA frame" in l]
+        expect(all("flags=0x00" in l for l in data_lines), "no DATA frame ends the stream",
+               data_lines)
         last_headers = [l for l in lines if "recv HEADERS frame" in l][-1]
         expect("END_STREAM" in out[out.index(last_headers):], "the trailer HEADERS ends the stream",
                last_headers)
