@@ -1210,8 +1210,7 @@ static void restore(unsigned char **const ptrs[BUF_PTRS], unsigned char *buf, co
 static void tls_sleep(io_stream *s)
 {
     tls_conn *c = s->tr_data;
-    if (!c || c->rx_off < c->rx_len ||
-        (c->tx && (c->tx->len || c->tx->plain || c->tx->sent)))
+    if (!c || c->rx_off < c->rx_len || tx_holds(c) || (c->tx && c->tx->sent))
         return;
     if (c->rx) {
         io_free(c->alloc, c->rx); /* the read-ahead holds nothing */
@@ -1296,13 +1295,18 @@ static ssize_t tls_recv(io_stream *s, void *buf, size_t len)
     return got > 0 ? (ssize_t)got : recv_end(c);
 }
 
-static size_t write_chunk(tls_conn *c, size_t left)
+/* The most plaintext one record carries on this connection. */
+static size_t record_cap(const tls_conn *c)
 {
-    if (c->tx_pending)
-        return c->tx_pending < left ? c->tx_pending : left;
     int max = mbedtls_ssl_get_max_out_record_payload(&c->ssl);
-    size_t cap = max > 0 && max < RECORD_MAX ? (size_t)max : RECORD_MAX;
-    return left < cap ? left : cap;
+    return max > 0 && max < RECORD_MAX ? (size_t)max : RECORD_MAX;
+}
+
+/* Plaintext for the next mbedtls_ssl_write: the held record's again, else up to a record. */
+static size_t write_chunk(const tls_conn *c, size_t left, size_t cap)
+{
+    size_t n = c->tx_pending ? c->tx_pending : cap;
+    return left < n ? left : n;
 }
 
 /* Sends the gathered records and adds the plaintext of those sent whole to *done. 0 once all
@@ -1329,16 +1333,15 @@ static ssize_t tls_send(io_stream *s, const void *buf, size_t len)
     /* Records left from the last call hold the first tx->plain bytes of this one (and those
      * sent since count as written now). */
     int rc = tx_finish(c, &done);
-    size_t first = write_chunk(c, len - done);
-    if (rc == 0 && len - done > first && c->tx_cap >= 2 * RECORD_MAX) {
+    size_t cap = record_cap(c);
+    if (rc == 0 && len - done > write_chunk(c, len - done, cap) && c->tx_cap >= 2 * RECORD_MAX) {
         if (!c->tx && (c->tx = io_malloc(c->alloc, sizeof *c->tx + c->tx_cap)) != NULL)
             memset(c->tx, 0, sizeof *c->tx);
         c->batching = c->tx != NULL;
     }
     struct tx_batch *b = c->tx;
-    while (rc == 0 && done + (b ? b->plain : 0) < len && !c->fail_errno) {
-        size_t off = done + (b ? b->plain : 0);
-        size_t chunk = write_chunk(c, len - off);
+    for (size_t off; rc == 0 && (off = done + (b ? b->plain : 0)) < len && !c->fail_errno;) {
+        size_t chunk = write_chunk(c, len - off, cap);
         int n = mbedtls_ssl_write(&c->ssl, in + off, chunk);
         if (n > 0) {
             c->tx_pending = 0;
