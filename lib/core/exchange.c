@@ -1046,7 +1046,7 @@ int nook_res_sendfile(nook_req *r, int fd, uint64_t offset, uint64_t len)
     }
     /* Visible to NOOK_ON_HEADERS hooks; the codec frames from the length given to send_head. */
     char clen[24];
-    snprintf(clen, sizeof clen, "%llu", (unsigned long long)len);
+    clen[io_fmt_dec(clen, len)] = '\0';
     rc = nook_res_set_header(r, "Content-Length", clen);
     if (rc == NOOK_OK)
         rc = send_head(r, (int64_t)len, len == 0);

@@ -26,6 +26,7 @@
 
 #include "core/accept.h"
 #include "core/router.h"
+#include "io/ascii.h"
 #include "io/pool.h"
 #include "io/sock.h"
 #include "tls/tls.h"
@@ -64,7 +65,7 @@ struct core_worker {
     io_timer accept_pause;
     io_timer trim_timer; /* see core_worker_released */
     time_t date_sec;
-    char date[64];
+    char date[IO_HTTP_DATE_LEN];
     core_req_cache req_cache;
     void *scratch;
     size_t scratch_size;
@@ -631,18 +632,10 @@ nook_str core_worker_date(core_worker *w)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     if (ts.tv_sec != w->date_sec) {
-        struct tm tm;
-        gmtime_r(&ts.tv_sec, &tm);
-        /* Fixed English names: strftime's %a/%b follow the host program's locale. */
-        static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-        static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-        snprintf(w->date, sizeof w->date, "%s, %02d %s %04d %02d:%02d:%02d GMT",
-                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec);
+        io_fmt_http_date(w->date, ts.tv_sec);
         w->date_sec = ts.tv_sec;
     }
-    return (nook_str){w->date, 29};
+    return (nook_str){w->date, IO_HTTP_DATE_LEN};
 }
 
 /* EPOLLEXCLUSIVE watches cannot be modified, only removed and added again. */

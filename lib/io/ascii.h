@@ -65,6 +65,17 @@ static inline size_t io_fmt_hex(char *out, uint64_t v)
     return n;
 }
 
+/* HTTP-date (IMF-fixdate, RFC 9110 §5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT", always
+ * IO_HTTP_DATE_LEN bytes and no NUL. Times outside years 1900..9999 are clamped to them, so the
+ * year always has the four digits the format requires. */
+#define IO_HTTP_DATE_LEN 29
+#define IO_HTTP_DATE_MIN (-2208988800LL) /* 1900-01-01T00:00:00Z */
+#define IO_HTTP_DATE_MAX 253402300799LL  /* 9999-12-31T23:59:59Z */
+void io_fmt_http_date(char *out, int64_t t);
+
+/* "Jan".."Dec", as HTTP-dates spell them. */
+extern const char io_month_names[12][4];
+
 /* Writes a status code as exactly three digits (100..999). */
 static inline void io_fmt_status(char *out, int status)
 {

@@ -7,10 +7,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "core/arena.h"
+#include "io/ascii.h"
 #include "io/buf.h"
 #include "io/loop.h"
 #include "io/pool.h"
@@ -285,6 +287,46 @@ static void test_sendfile_sigpipe(void)
     pthread_join(th, NULL);
 }
 
+/* The hand-written formatters against what the C library prints for the same values. */
+static void test_formatters(void)
+{
+    CHECK_CASE("io_fmt_dec and io_fmt_hex");
+    const uint64_t nums[] = {0, 9, 10, 255, 4096, 1048576, 1000000007, UINT64_MAX};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        char got[24], want[24];
+        got[io_fmt_dec(got, nums[i])] = '\0';
+        snprintf(want, sizeof want, "%llu", (unsigned long long)nums[i]);
+        CHECK_STRN(got, strlen(got), want);
+        got[io_fmt_hex(got, nums[i])] = '\0';
+        snprintf(want, sizeof want, "%llx", (unsigned long long)nums[i]);
+        CHECK_STRN(got, strlen(got), want);
+    }
+    CHECK_CASE("io_fmt_http_date");
+    /* From before 1970 to the last second of 9999, in uneven steps (every weekday, month,
+     * leap day and time of day comes up), with strftime in the C locale as the reference. */
+    int mismatches = 0;
+    for (int64_t t = IO_HTTP_DATE_MIN; t <= IO_HTTP_DATE_MAX; t += 86400LL * 97 + 3671) {
+        char got[IO_HTTP_DATE_LEN + 1], want[64];
+        io_fmt_http_date(got, t);
+        got[IO_HTTP_DATE_LEN] = '\0';
+        time_t tt = (time_t)t;
+        struct tm tm;
+        gmtime_r(&tt, &tm);
+        strftime(want, sizeof want, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        if (strcmp(got, want) != 0 && mismatches++ < 3)
+            CHECK_STRN(got, strlen(got), want);
+    }
+    CHECK_INT(mismatches, 0);
+    char d[IO_HTTP_DATE_LEN + 1] = {0};
+    io_fmt_http_date(d, 784111777);
+    CHECK_STRN(d, strlen(d), "Sun, 06 Nov 1994 08:49:37 GMT"); /* RFC 9110's own example */
+    io_fmt_http_date(d, IO_HTTP_DATE_MAX + 1000000);
+    /* clamped: the year must have four digits */
+    CHECK_STRN(d, strlen(d), "Fri, 31 Dec 9999 23:59:59 GMT");
+    io_fmt_http_date(d, INT64_MIN);
+    CHECK_STRN(d, strlen(d), "Mon, 01 Jan 1900 00:00:00 GMT");
+}
+
 int main(void)
 {
     test_buf();
@@ -295,5 +337,6 @@ int main(void)
     test_defer();
     test_post();
     test_sendfile_sigpipe();
+    test_formatters();
     return check_main("io");
 }
