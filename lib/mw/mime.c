@@ -11,43 +11,46 @@
 
 static const struct {
     const char *ext;
+    size_t ext_len;
     const char *type;
 } mime_table[] = {
-    {"html", "text/html; charset=utf-8"},
-    {"htm", "text/html; charset=utf-8"},
-    {"css", "text/css; charset=utf-8"},
-    {"js", "text/javascript; charset=utf-8"},
-    {"mjs", "text/javascript; charset=utf-8"},
-    {"txt", "text/plain; charset=utf-8"},
-    {"md", "text/markdown; charset=utf-8"},
-    {"csv", "text/csv; charset=utf-8"},
-    {"json", "application/json"},
-    {"map", "application/json"},
-    {"webmanifest", "application/manifest+json"},
-    {"xml", "application/xml"},
-    {"wasm", "application/wasm"},
-    {"pdf", "application/pdf"},
-    {"svg", "image/svg+xml"},
-    {"png", "image/png"},
-    {"jpg", "image/jpeg"},
-    {"jpeg", "image/jpeg"},
-    {"gif", "image/gif"},
-    {"webp", "image/webp"},
-    {"avif", "image/avif"},
-    {"ico", "image/x-icon"},
-    {"bmp", "image/bmp"},
-    {"woff", "font/woff"},
-    {"woff2", "font/woff2"},
-    {"ttf", "font/ttf"},
-    {"otf", "font/otf"},
-    {"mp3", "audio/mpeg"},
-    {"ogg", "audio/ogg"},
-    {"wav", "audio/wav"},
-    {"mp4", "video/mp4"},
-    {"webm", "video/webm"},
-    {"zip", "application/zip"},
-    {"gz", "application/gzip"},
-    {"tar", "application/x-tar"},
+#define MIME(ext, type) {ext, sizeof ext - 1, type}
+    MIME("html", "text/html; charset=utf-8"),
+    MIME("htm", "text/html; charset=utf-8"),
+    MIME("css", "text/css; charset=utf-8"),
+    MIME("js", "text/javascript; charset=utf-8"),
+    MIME("mjs", "text/javascript; charset=utf-8"),
+    MIME("txt", "text/plain; charset=utf-8"),
+    MIME("md", "text/markdown; charset=utf-8"),
+    MIME("csv", "text/csv; charset=utf-8"),
+    MIME("json", "application/json"),
+    MIME("map", "application/json"),
+    MIME("webmanifest", "application/manifest+json"),
+    MIME("xml", "application/xml"),
+    MIME("wasm", "application/wasm"),
+    MIME("pdf", "application/pdf"),
+    MIME("svg", "image/svg+xml"),
+    MIME("png", "image/png"),
+    MIME("jpg", "image/jpeg"),
+    MIME("jpeg", "image/jpeg"),
+    MIME("gif", "image/gif"),
+    MIME("webp", "image/webp"),
+    MIME("avif", "image/avif"),
+    MIME("ico", "image/x-icon"),
+    MIME("bmp", "image/bmp"),
+    MIME("woff", "font/woff"),
+    MIME("woff2", "font/woff2"),
+    MIME("ttf", "font/ttf"),
+    MIME("otf", "font/otf"),
+    MIME("mp3", "audio/mpeg"),
+    MIME("ogg", "audio/ogg"),
+    MIME("wav", "audio/wav"),
+    MIME("mp4", "video/mp4"),
+    MIME("webm", "video/webm"),
+    MIME("zip", "application/zip"),
+    MIME("gz", "application/gzip"),
+    MIME("tar", "application/x-tar"),
+#undef MIME
 };
 
 #define MIME_DEFAULT "application/octet-stream"
@@ -64,7 +67,7 @@ const char *mw_mime_for_path(const char *name, size_t len)
     if (n == 0 || n > MIME_EXT_MAX)
         return MIME_DEFAULT;
     for (size_t i = 0; i < sizeof mime_table / sizeof mime_table[0]; i++)
-        if (strlen(mime_table[i].ext) == n && io_caseeq(ext, mime_table[i].ext, n))
+        if (mime_table[i].ext_len == n && io_caseeq(ext, mime_table[i].ext, n))
             return mime_table[i].type;
     return MIME_DEFAULT;
 }

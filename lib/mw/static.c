@@ -6,11 +6,14 @@
  * narrow door (mw_static_path): the raw path is split on '/', each segment is percent-decoded on
  * its own, and whatever could change the path's meaning once decoded — an encoded '/' or '\', a
  * raw '\', a control byte or NUL, a segment that starts with '.' (".", "..", "%2e%2e", ".git",
- * ".env") — is answered 404 before the file system sees it. What is left is resolved with
- * realpath() and must still lie under the root's realpath with no dot segment there (a symlink
- * may point anywhere). The file is then opened by its resolved name with O_NOFOLLOW. Someone
- * who can write under the root could still swap a directory for a symlink between realpath()
- * and open(): the root is trusted that far — it is what the server publishes.
+ * ".env") — is answered 404 before the file system sees it. What is left is opened below the
+ * root (resolved once, at registration) with openat2's RESOLVE_NO_SYMLINKS: one system call,
+ * and no way out of the root. Only when a symbolic link is on the way (or the kernel has no
+ * openat2) is the path resolved with realpath(), and it must still lie under the root with no
+ * dot segment there (a link may point anywhere); it is then opened by its resolved name with
+ * O_NOFOLLOW. On that route someone who can write under the root could still swap a directory
+ * for a link between realpath() and open(): the root is trusted that far — it is what the
+ * server publishes.
  *
  * Bodies go out with nook_res_sendfile(): the kernel copies them on cleartext HTTP/1.1
  * (sendfile, zero-copy); over TLS and HTTP/2 the core reads and writes them in pieces with
@@ -20,12 +23,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +39,13 @@
 #include "mw/mime.h"
 #include "mw/mw_util.h"
 #include "nook.h"
+
+#if defined(__has_include)
+#if __has_include(<linux/openat2.h>)
+#include <linux/openat2.h>
+#define STATIC_HAVE_OPENAT2 1
+#endif
+#endif
 
 /* Longest decoded path below the root; a longer one cannot name a file. */
 #define STATIC_PATH_MAX PATH_MAX
@@ -57,7 +69,7 @@ typedef struct static_file {
     const char *name; /* the logical name, for the media type */
     uint64_t off, left;
     char etag[64];
-    char last_modified[32];
+    char last_modified[IO_HTTP_DATE_LEN + 1];
 } static_file;
 
 /* What a path leads to: a file or directory (open), nothing (the next handler may know it), or
@@ -134,25 +146,28 @@ static bool under_root(const static_conf *c, const char *resolved)
     return strstr(rest, "/.") == NULL;
 }
 
-/* Resolves root + "/" + rel (+ "/" + leaf) and opens it; on FOUND f->fd and f->st are set. */
-static lookup open_under_root(nook_req *req, const static_conf *c, const char *rel,
-                              const char *leaf, static_file *f)
+/* openat2(2) is Linux 5.6; an older kernel (or a sandbox that does not know it) says ENOSYS
+ * once, and every lookup takes the realpath() route from then on. */
+static atomic_bool have_openat2 = true;
+
+/* Opens path for reading with no symbolic link followed anywhere along it, in one system call;
+ * -1 with ELOOP when a link is in the way. */
+static int open_without_links(const char *path)
 {
-    size_t rlen = strlen(rel), llen = leaf ? strlen(leaf) : 0;
-    char *path = nook_req_alloc(req, c->root_len + rlen + llen + 3);
-    char *resolved = nook_req_alloc(req, PATH_MAX);
-    if (!path || !resolved)
-        return DENIED;
-    snprintf(path, c->root_len + rlen + llen + 3, "%s/%s%s%s", c->root, rel,
-             leaf && rlen ? "/" : "", leaf ? leaf : "");
-    if (!realpath(path, resolved))
-        return errno == ENOENT || errno == ENOTDIR ? MISSING : DENIED;
-    if (!under_root(c, resolved))
-        return DENIED;
-    /* O_NONBLOCK: opening a FIFO must not hang the loop (it is refused below anyway). */
-    int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return errno == ENOENT ? MISSING : DENIED;
+#if defined(STATIC_HAVE_OPENAT2) && defined(SYS_openat2)
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
+                           .resolve = RESOLVE_NO_SYMLINKS};
+    return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+#else
+    (void)path;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Keeps fd in f if it is a regular file or a directory. */
+static lookup take_fd(int fd, static_file *f)
+{
     if (fstat(fd, &f->st) != 0 || !(S_ISREG(f->st.st_mode) || S_ISDIR(f->st.st_mode))) {
         close(fd);
         return DENIED;
@@ -161,23 +176,57 @@ static lookup open_under_root(nook_req *req, const static_conf *c, const char *r
     return FOUND;
 }
 
+/* Resolves root + "/" + rel (+ "/" + leaf) and opens it; on FOUND f->fd and f->st are set.
+ * O_NONBLOCK: opening a FIFO must not hang the loop (take_fd refuses it). */
+static lookup open_under_root(nook_req *req, const static_conf *c, const char *rel,
+                              const char *leaf, static_file *f)
+{
+    size_t rlen = strlen(rel), llen = leaf ? strlen(leaf) : 0;
+    char *path = nook_req_alloc(req, c->root_len + rlen + llen + 3);
+    if (!path)
+        return DENIED;
+    char *p = path;
+    memcpy(p, c->root, c->root_len);
+    p += c->root_len;
+    *p++ = '/';
+    memcpy(p, rel, rlen);
+    p += rlen;
+    if (leaf && rlen)
+        *p++ = '/';
+    if (leaf)
+        memcpy(p, leaf, llen);
+    p[llen] = '\0';
+    /* With no link on the way, path is already its own resolved name: the root was resolved at
+     * registration and rel has no dot segment (mw_static_path). This one call is the common
+     * case, and it leaves no gap between checking and opening. */
+    if (atomic_load_explicit(&have_openat2, memory_order_relaxed)) {
+        int fd = open_without_links(path);
+        if (fd >= 0)
+            return take_fd(fd, f);
+        if (errno == ENOENT || errno == ENOTDIR)
+            return MISSING;
+        if (errno == ENOSYS)
+            atomic_store_explicit(&have_openat2, false, memory_order_relaxed);
+        else if (errno != ELOOP && errno != EPERM && errno != EINVAL && errno != E2BIG)
+            return DENIED;
+    }
+    /* A link somewhere (or no openat2): resolve it, and the target must lie under the root. */
+    char *resolved = nook_req_alloc(req, PATH_MAX);
+    if (!resolved)
+        return DENIED;
+    if (!realpath(path, resolved))
+        return errno == ENOENT || errno == ENOTDIR ? MISSING : DENIED;
+    if (!under_root(c, resolved))
+        return DENIED;
+    int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOENT ? MISSING : DENIED;
+    return take_fd(fd, f);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Validators and HTTP dates
  * ------------------------------------------------------------------------------------------- */
-
-static const char wday_names[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-static const char month_names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-/* IMF-fixdate, written without strftime so the C locale of the host program does not matter. */
-static void format_http_date(time_t t, char *out, size_t cap)
-{
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(out, cap, "%s, %02d %s %04d %02d:%02d:%02d GMT", wday_names[tm.tm_wday % 7],
-             tm.tm_mday, month_names[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-             tm.tm_sec);
-}
 
 typedef struct cursor {
     const char *p, *end;
@@ -208,7 +257,7 @@ static bool eat_month(cursor *c, int *mon)
     if (c->end - c->p < 3)
         return false;
     for (int i = 0; i < 12; i++)
-        if (memcmp(c->p, month_names[i], 3) == 0) {
+        if (memcmp(c->p, io_month_names[i], 3) == 0) {
             *mon = i;
             c->p += 3;
             return true;
@@ -432,7 +481,7 @@ static void close_file(nook_req *req, void *ud)
 static int add_header_u64(nook_req *req, const char *name, uint64_t v)
 {
     char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    buf[io_fmt_dec(buf, v)] = '\0';
     return nook_res_header(req, name, buf);
 }
 
@@ -441,9 +490,15 @@ static int validator_headers(nook_req *req, static_file *f)
 {
     uint64_t mtime_ns =
         (uint64_t)f->st.st_mtim.tv_sec * 1000000000u + (uint64_t)f->st.st_mtim.tv_nsec;
-    snprintf(f->etag, sizeof f->etag, "\"%" PRIx64 "-%" PRIx64 "\"", (uint64_t)f->st.st_size,
-             mtime_ns);
-    format_http_date(f->st.st_mtime, f->last_modified, sizeof f->last_modified);
+    char *p = f->etag;
+    *p++ = '"';
+    p += io_fmt_hex(p, (uint64_t)f->st.st_size);
+    *p++ = '-';
+    p += io_fmt_hex(p, mtime_ns);
+    *p++ = '"';
+    *p = '\0';
+    io_fmt_http_date(f->last_modified, f->st.st_mtime);
+    f->last_modified[IO_HTTP_DATE_LEN] = '\0';
     int rc = nook_res_header(req, "ETag", f->etag);
     return rc == NOOK_OK ? nook_res_header(req, "Last-Modified", f->last_modified) : rc;
 }
@@ -581,8 +636,10 @@ static lookup find_file(nook_req *req, const static_conf *c, static_file *f)
     const char *raw = path.ptr + c->prefix_len;
     size_t raw_len = path.len - c->prefix_len, rel_len;
     bool slash = raw_len > 0 && raw[raw_len - 1] == '/';
-    char *rel = nook_req_alloc(req, STATIC_PATH_MAX);
-    if (!rel || mw_static_path(raw, raw_len, rel, STATIC_PATH_MAX, &rel_len) != NOOK_OK)
+    /* The decoded path is never longer than the raw one. */
+    size_t cap = raw_len < STATIC_PATH_MAX ? raw_len + 1 : STATIC_PATH_MAX;
+    char *rel = nook_req_alloc(req, cap);
+    if (!rel || mw_static_path(raw, raw_len, rel, cap, &rel_len) != NOOK_OK)
         return DENIED;
     f->name = rel;
     lookup l = open_under_root(req, c, rel, NULL, f);

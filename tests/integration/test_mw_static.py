@@ -87,6 +87,11 @@ def make_docroot(base):
     os.symlink("/etc/passwd", root / "link_passwd")
     os.symlink(base / "outside", root / "link_outdir")
     os.symlink("hello.txt", root / "link_inside")
+    # Links inside the root: a directory (served through), and names of hidden entries (which
+    # the realpath route must still refuse, as it refuses them when asked for directly).
+    os.symlink("sub", root / "link_subdir")
+    os.symlink(".env", root / "link_env")
+    os.symlink(".git", root / "link_gitdir")
     for name in files:
         os.utime(root / name, (MTIME, MTIME))
     return root, files
@@ -102,7 +107,7 @@ def bodies_are_byte_exact(ctx):
              ("/odd.bin", "odd.bin"), ("/empty.txt", "empty.txt"), ("/a%20b.txt", "a b.txt"),
              ("/sub/file.txt", "sub/file.txt"), ("/sub/", "sub/index.html"),
              ("//sub//file.txt", "sub/file.txt"), ("/x..y.txt", "x..y.txt"),
-             ("/link_inside", "hello.txt")]
+             ("/link_inside", "hello.txt"), ("/link_subdir/file.txt", "sub/file.txt")]
     for name, flags, base in protocols(ctx):
         for path, file in cases:
             r = fetch(flags, base + path)
@@ -120,6 +125,7 @@ TRAVERSALS = [
     "/sub\\..\\..\\secret.txt", "/sub%2ffile.txt", "/sub%2Ffile.txt", "/hello.txt%00",
     "/hello.txt%00.png", "/%00", "/./hello.txt", "/%2e/hello.txt", "/sub/./file.txt",
     "/link_passwd", "/link_outdir/secret.txt", "/link_outdir/", "/link_outdir",
+    "/link_env", "/link_gitdir/config", "/link_subdir/.hidden",
     "/.env", "/%2eenv", "/.git/config", "/.git/", "/.git", "/sub/.hidden", "/sub/%2ehidden",
     "/hello.txt/", "/%zz", "/%2",
 ]
