@@ -667,7 +667,8 @@ NOOK_API int nook_use_rate_limit(nook_server *srv, const char *prefix, double pe
  *     what is not meant to be served: ".." or "." segments, encoded dots, slashes or backslashes
  *     ("%2e%2e", "%2f", "%5c"), raw backslashes, control bytes or "%00", and every segment that
  *     starts with '.' (".git", ".env"); also 404 when the file's real path, after following
- *     symlinks, lies outside the real path of root, or is not a regular file.
+ *     symlinks, lies outside the real path of root or has a name starting with '.' below it,
+ *     or is not a regular file.
  * Anything else — a missing file, another method, a directory without an index — goes on with
  * nook_next(), so routes registered for those paths still answer. The body is read in 64 KiB
  * pieces as the connection accepts them, so a large file costs no more memory than a small
