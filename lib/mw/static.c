@@ -146,8 +146,9 @@ static bool under_root(const static_conf *c, const char *resolved)
     return strstr(rest, "/.") == NULL;
 }
 
-/* openat2(2) is Linux 5.6; an older kernel (or a sandbox that does not know it) says ENOSYS
- * once, and every lookup takes the realpath() route from then on. */
+/* openat2(2) is Linux 5.6; an older kernel (or a sandbox that does not know it: ENOSYS, or
+ * EPERM from older seccomp profiles) says so once, and every lookup takes the realpath() route
+ * from then on. */
 static atomic_bool have_openat2 = true;
 
 /* Opens path for reading with no symbolic link followed anywhere along it, in one system call;
@@ -205,9 +206,9 @@ static lookup open_under_root(nook_req *req, const static_conf *c, const char *r
             return take_fd(fd, f);
         if (errno == ENOENT || errno == ENOTDIR)
             return MISSING;
-        if (errno == ENOSYS)
+        if (errno == ENOSYS || errno == EPERM) /* EPERM: a sandbox's answer to a new call */
             atomic_store_explicit(&have_openat2, false, memory_order_relaxed);
-        else if (errno != ELOOP && errno != EPERM && errno != EINVAL && errno != E2BIG)
+        else if (errno != ELOOP && errno != EINVAL && errno != E2BIG)
             return DENIED;
     }
     /* A link somewhere (or no openat2): resolve it, and the target must lie under the root. */
