@@ -11,6 +11,8 @@ Pieces:
                             checks it: exit code 0, no sanitizer report in stderr
   connect / send_raw        raw sockets (always with a timeout)
   Reader / Response         a strict HTTP/1.1 response reader (Content-Length, chunked, EOF)
+  H2Client / H2Stream       an HTTP/2 client (python3-h2) over any socket: GETs on one or more
+                            streams, every stream's status, headers, body, end or reset
   curl()                    /usr/bin/curl with a timeout
   case / check / run_cases / finish   the tiny test registry
 
@@ -371,6 +373,102 @@ def connect_h2(port, tls, timeout=DEFAULT_TIMEOUT):
     ctx.set_alpn_protocols(["h2"])
     return ctx.wrap_socket(s, server_hostname="localhost")
 
+
+
+class H2Stream:
+    """What came back on one HTTP/2 stream: status (int, 0 before the head), headers (dict of
+    str), body (bytes; empty when an on_data callback took it), ended (END_STREAM seen), reset
+    (the RST_STREAM error code, or None)."""
+
+    def __init__(self):
+        self.status, self.headers, self.body, self.ended, self.reset = 0, {}, b"", False, None
+
+
+class H2Client:
+    """One HTTP/2 client connection driven with python3-h2 over `sock` (a socket, a TLS socket,
+    or anything with sendall, recv and close; connect_h2 makes one).
+
+    window: None keeps the default 65,535-byte windows, handed back as DATA is read (the reader
+    sets the pace); a number opens the connection's and every stream's window that wide at the
+    start (the server writes as fast as its socket lets it)."""
+
+    def __init__(self, sock, scheme, window=None):
+        import h2.config
+        import h2.connection
+        import h2.settings
+        self.sock, self.scheme = sock, scheme
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        if window:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+            self.conn.increment_flow_control_window(window - 65535)
+        self.flush()
+
+    def flush(self):
+        out = self.conn.data_to_send()
+        if out:
+            self.sock.sendall(out)
+
+    def send_get(self, path, headers=(), authority="127.0.0.1"):
+        """Opens a stream with GET path (END_STREAM on the HEADERS); returns its id."""
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "GET"), (":path", path),
+                                     (":scheme", self.scheme), (":authority", authority)]
+                               + list(headers), end_stream=True)
+        self.flush()
+        return sid
+
+    def read(self, ids, on_data=None, before_recv=None):
+        """Reads until every stream in ids has ended or been reset; returns {id: H2Stream}.
+        on_data(id, bytes) takes each DATA payload instead of the body; before_recv(n) runs
+        before each recv with the bytes read from the socket so far. A connection that closes
+        or says GOAWAY first is a failure (AssertionError)."""
+        import h2.events as ev
+        got = {sid: H2Stream() for sid in ids}
+        bodies = {sid: bytearray() for sid in ids}
+        todo, received = set(ids), 0
+        while todo:
+            if before_recv:
+                before_recv(received)
+            data = self.sock.recv(65536)
+            expect(data, "the HTTP/2 connection to stay open until streams %s are answered"
+                   % sorted(todo))
+            received += len(data)
+            for e in self.conn.receive_data(data):
+                st = got.get(getattr(e, "stream_id", None))
+                if isinstance(e, ev.ConnectionTerminated):
+                    raise AssertionError("expected streams %s to be answered, got GOAWAY %s"
+                                         % (sorted(todo), e.error_code))
+                if st is None:
+                    continue
+                if isinstance(e, ev.ResponseReceived):
+                    st.headers = dict(e.headers)
+                    st.status = int(st.headers.get(":status", 0))
+                elif isinstance(e, ev.DataReceived):
+                    if on_data:
+                        on_data(e.stream_id, e.data)
+                    else:
+                        bodies[e.stream_id] += e.data
+                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                elif isinstance(e, ev.StreamEnded):
+                    st.ended = True
+                    todo.discard(e.stream_id)
+                elif isinstance(e, ev.StreamReset):
+                    st.reset = e.error_code
+                    todo.discard(e.stream_id)
+            self.flush()
+        for sid, st in got.items():
+            st.body = bytes(bodies[sid])
+        return got
+
+    def get(self, path, headers=()):
+        """One GET, answered before anything else is asked: its H2Stream."""
+        sid = self.send_get(path, headers)
+        return self.read([sid])[sid]
+
+    def close(self):
+        self.sock.close()
 
 class RawResult(bytes):
     """The bytes send_raw received, plus how the exchange ended: .eof (the server closed:

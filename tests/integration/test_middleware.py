@@ -137,53 +137,6 @@ def late_answers_with_query_body(ctx):
 # A HEADERS hook that changes the status: the framing follows the final status
 # ---------------------------------------------------------------------------------------------
 
-class H2:
-    """One HTTP/2 connection (h2c, or TLS with ALPN h2) driven with the h2 library, strict about
-    what comes back: requests go one at a time, each returns (status, headers, body, reset)."""
-
-    def __init__(self, port, tls):
-        import h2.config
-        import h2.connection
-        self.scheme = "https" if tls else "http"
-        self.sock = nt.connect_h2(port, tls, timeout=5)
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-        self.conn.initiate_connection()
-        self.sock.sendall(self.conn.data_to_send())
-
-    def get(self, path, headers=()):
-        import h2.events as ev
-        sid = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(sid, [(":method", "GET"), (":path", path),
-                                     (":scheme", self.scheme), (":authority", "127.0.0.1")]
-                               + list(headers), end_stream=True)
-        self.sock.sendall(self.conn.data_to_send())
-        hdrs, body, ended, reset = {}, b"", False, None
-        while not ended and reset is None:
-            data = self.sock.recv(65536)
-            expect(data, "the HTTP/2 connection to stay open while stream %d is answered" % sid)
-            for e in self.conn.receive_data(data):
-                if getattr(e, "stream_id", sid) != sid:
-                    continue
-                if isinstance(e, ev.ResponseReceived):
-                    hdrs = dict(e.headers)
-                elif isinstance(e, ev.DataReceived):
-                    body += e.data
-                    self.conn.acknowledge_received_data(e.flow_controlled_length, sid)
-                elif isinstance(e, ev.StreamEnded):
-                    ended = True
-                elif isinstance(e, ev.StreamReset):
-                    reset = e.error_code
-                elif isinstance(e, ev.ConnectionTerminated):
-                    raise AssertionError("expected the connection to stay open, got GOAWAY %s"
-                                         % e.error_code)
-            self.sock.sendall(self.conn.data_to_send())
-        return int(hdrs.get(":status", 0)), hdrs, body, reset
-
-    def close(self):
-        self.sock.close()
-
-
 # (path, X-Set-Status, what): responses a hook makes bodiless
 TO_BODILESS = [(p, code, "%s %s -> %s" % (what, p, code))
                for code in ("304", "204")
@@ -221,17 +174,17 @@ def status_changed_by_a_hook_frames_the_response_h1(ctx):
 @case
 def status_changed_by_a_hook_frames_the_response_h2(ctx):
     for name, port, tls in (("h2c", ctx.plain, False), ("h2-tls", ctx.tls, True)):
-        c = H2(port, tls)
+        c = nt.H2Client(nt.connect_h2(port, tls, timeout=5), "https" if tls else "http")
         try:
             for path, code, what in TO_BODILESS + FROM_BODILESS:
-                status, h, body, reset = c.get(path, [("x-set-status", code)])
+                r = c.get(path, [("x-set-status", code)])
                 what = "%s %s" % (name, what)
-                eq((status, h.get("x-mw-status"), body, reset), (int(code), code, b"", None),
-                   "%s: status, hook's view, body, reset" % what)
+                eq((r.status, r.headers.get("x-mw-status"), r.body, r.reset),
+                   (int(code), code, b"", None), "%s: status, hook's view, body, reset" % what)
                 if code != "200":
-                    eq(h.get("content-length"), None, "%s: no content-length" % what)
-                status, _, body, reset = c.get("/mw/hello")
-                eq((status, body, reset), (200, b"hello from handler", None),
+                    eq(r.headers.get("content-length"), None, "%s: no content-length" % what)
+                r = c.get("/mw/hello")
+                eq((r.status, r.body, r.reset), (200, b"hello from handler", None),
                    "%s: the next stream on the same connection" % what)
         finally:
             c.close()
@@ -379,33 +332,15 @@ def client_leaving_is_reported_h1(ctx):
 def client_reset_is_reported_h2(ctx):
     # HTTP/2: RST_STREAM for a stream still waiting for its late answer runs CANCEL, and the
     # connection goes on serving other streams.
-    import h2.config
-    import h2.connection
     before = cancelled(ctx)
     with nt.connect(ctx.plain) as s:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        conn.send_headers(1, [(":method", "GET"), (":path", "/mw/late"), (":scheme", "http"),
-                              (":authority", "x")], end_stream=True)
-        s.sendall(conn.data_to_send())
+        c = nt.H2Client(s, "http")
+        late = c.send_get("/mw/late")
         time.sleep(0.005)
-        conn.reset_stream(1)
-        conn.send_headers(3, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
-                              (":authority", "x")], end_stream=True)
-        s.sendall(conn.data_to_send())
-        got, deadline = b"", time.monotonic() + 5
-        ended = False
-        while not ended and time.monotonic() < deadline:
-            data = s.recv(65536)
-            if not data:
-                break
-            for ev in conn.receive_data(data):
-                if getattr(ev, "stream_id", None) == 3 and type(ev).__name__ == "DataReceived":
-                    got += ev.data
-                if getattr(ev, "stream_id", None) == 3 and type(ev).__name__ == "StreamEnded":
-                    ended = True
-            s.sendall(conn.data_to_send())
-        eq(got, b"Hello, World!", "stream 3 answered on the same connection")
+        c.conn.reset_stream(late)  # goes out with the next request
+        r = c.get("/")
+        eq((r.status, r.body), (200, b"Hello, World!"),
+           "stream 3 answered on the same connection")
     time.sleep(0.3)
     eq(cancelled(ctx) - before, 1, "CANCEL hooks run for a reset HTTP/2 stream")
 

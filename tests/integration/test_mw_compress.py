@@ -271,36 +271,22 @@ def h2_timed_get(port, tls, path, headers=()):
     [(seconds since the request, inflated bytes so far)] per DATA frame, seconds at the end of
     the stream, the raw body)."""
     import time
-    import h2.config
-    import h2.connection
-    import h2.events as ev
-    s = nt.connect_h2(port, tls, timeout=10)
-    with s:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
-                                                                    header_encoding="utf-8"))
-        conn.initiate_connection()
-        conn.send_headers(1, [(":method", "GET"), (":path", path),
-                              (":scheme", "https" if tls else "http"),
-                              (":authority", "127.0.0.1")] + list(headers), end_stream=True)
+    raw, arrivals, inflater, inflated = bytearray(), [], zlib.decompressobj(31), 0
+
+    def on_data(_sid, data):
+        nonlocal inflated
+        raw.extend(data)
+        inflated += len(inflater.decompress(data))
+        arrivals.append((time.monotonic() - t0, inflated))
+
+    with nt.connect_h2(port, tls, timeout=10) as s:
+        c = nt.H2Client(s, "https" if tls else "http")
         t0 = time.monotonic()
-        s.sendall(conn.data_to_send())
-        hdrs, raw, arrivals, inflater, inflated = {}, b"", [], zlib.decompressobj(31), 0
-        while True:
-            data = s.recv(65536)
-            expect(data, "the connection to stay open until the stream ends")
-            for e in conn.receive_data(data):
-                if isinstance(e, ev.ResponseReceived):
-                    hdrs = dict(e.headers)
-                elif isinstance(e, ev.DataReceived):
-                    raw += e.data
-                    inflated += len(inflater.decompress(e.data))
-                    arrivals.append((time.monotonic() - t0, inflated))
-                    conn.acknowledge_received_data(e.flow_controlled_length, 1)
-                elif isinstance(e, ev.StreamEnded):
-                    return hdrs, arrivals, time.monotonic() - t0, raw
-                elif isinstance(e, (ev.StreamReset, ev.ConnectionTerminated)):
-                    raise AssertionError("expected the stream to end, got %s" % e)
-            s.sendall(conn.data_to_send())
+        sid = c.send_get(path, headers)
+        r = c.read([sid], on_data=on_data)[sid]
+        t_end = time.monotonic() - t0
+        expect(r.ended, "the stream to end, not to be reset", r.reset)
+        return r.headers, arrivals, t_end, bytes(raw)
 
 
 @case

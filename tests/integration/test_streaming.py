@@ -181,31 +181,18 @@ def slow_read_h1(port, path):
 def slow_read_h2(port, path):
     """HTTP/2 (h2c) with a 64 KiB window the reader reopens only as it consumes, at SLOW_RATE;
     returns (body bytes, the stream ended cleanly)."""
-    import h2.config
-    import h2.connection
-    import h2.events as ev
+    body = 0
+
+    def count(_sid, data):
+        nonlocal body
+        body += len(data)
+
     with slow_socket(port) as s:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()  # SETTINGS_INITIAL_WINDOW_SIZE stays 65535
-        conn.send_headers(1, [(":method", "GET"), (":path", path), (":scheme", "http"),
-                              (":authority", "x")], end_stream=True)
-        s.sendall(conn.data_to_send())
-        received, body, limit = 0, 0, RateLimit(SLOW_RATE)
-        while True:
-            limit.wait(received)
-            d = s.recv(65536)
-            if not d:
-                return body, False
-            received += len(d)
-            for e in conn.receive_data(d):
-                if isinstance(e, ev.DataReceived):
-                    body += len(e.data)
-                    conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
-                elif isinstance(e, ev.StreamEnded):
-                    return body, True
-                elif isinstance(e, (ev.StreamReset, ev.ConnectionTerminated)):
-                    return body, False
-            s.sendall(conn.data_to_send())
+        c = nt.H2Client(s, "http")  # SETTINGS_INITIAL_WINDOW_SIZE stays 65535
+        limit = RateLimit(SLOW_RATE)
+        sid = c.send_get(path)
+        r = c.read([sid], on_data=count, before_recv=limit.wait)[sid]
+        return body, r.ended
 
 
 @case

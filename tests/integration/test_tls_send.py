@@ -20,7 +20,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nooktest as nt  # noqa: E402
-from nooktest import case, eq, expect  # noqa: E402
+from nooktest import case, eq  # noqa: E402
 
 CRT, _KEY = nt.cert_files("localhost")
 BODY = 6 << 20
@@ -80,40 +80,14 @@ def h1_get(port, path):
 def h2_get(port, path, streams=3):
     """`streams` concurrent GETs on one HTTP/2 connection with wide-open flow control, so the
     server writes as fast as its socket lets it: each stream's body."""
-    import h2.config
-    import h2.connection
-    import h2.events
     s = SlowTls(port, "h2")
     try:
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1})
-        conn.increment_flow_control_window((1 << 31) - 1 - 65535)
-        ids = []
-        for _ in range(streams):
-            sid = conn.get_next_available_stream_id()
-            conn.send_headers(sid, [(":method", "GET"), (":path", path), (":scheme", "https"),
-                                    (":authority", "127.0.0.1")], end_stream=True)
-            ids.append(sid)
-        s.sendall(conn.data_to_send())
-        bodies, status, ended = {i: bytearray() for i in ids}, {}, set()
-        while len(ended) < streams:
-            data = s.recv(65536)
-            expect(data, "more of the responses (streams ended: %s)" % sorted(ended), data)
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.ResponseReceived):
-                    status[ev.stream_id] = dict(ev.headers).get(b":status")
-                elif isinstance(ev, h2.events.DataReceived):
-                    bodies[ev.stream_id] += ev.data
-                elif isinstance(ev, h2.events.StreamEnded):
-                    ended.add(ev.stream_id)
-                elif isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
-                    raise AssertionError("expected the responses, got %r" % ev)
-            out = conn.data_to_send()
-            if out:
-                s.sendall(out)
-        eq(sorted(status.values()), [b"200"] * streams, "statuses")
-        return [bytes(bodies[i]) for i in ids]
+        c = nt.H2Client(s, "https", window=(1 << 31) - 1)
+        ids = [c.send_get(path) for _ in range(streams)]
+        got = c.read(ids)
+        eq([(got[i].status, got[i].ended) for i in ids], [(200, True)] * streams,
+           "status and end of each stream")
+        return [got[i].body for i in ids]
     finally:
         s.close()
 
