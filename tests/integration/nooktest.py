@@ -374,7 +374,6 @@ def connect_h2(port, tls, timeout=DEFAULT_TIMEOUT):
     return ctx.wrap_socket(s, server_hostname="localhost")
 
 
-
 class H2Stream:
     """What came back on one HTTP/2 stream: status (int, 0 before the head), headers (dict of
     str), body (bytes; empty when an on_data callback took it), ended (END_STREAM seen), reset
@@ -436,10 +435,12 @@ class H2Client:
                    % sorted(todo))
             received += len(data)
             for e in self.conn.receive_data(data):
-                st = got.get(getattr(e, "stream_id", None))
                 if isinstance(e, ev.ConnectionTerminated):
                     raise AssertionError("expected streams %s to be answered, got GOAWAY %s"
                                          % (sorted(todo), e.error_code))
+                if isinstance(e, ev.DataReceived):  # whichever stream: the window reopens
+                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                st = got.get(getattr(e, "stream_id", None))
                 if st is None:
                     continue
                 if isinstance(e, ev.ResponseReceived):
@@ -450,7 +451,6 @@ class H2Client:
                         on_data(e.stream_id, e.data)
                     else:
                         bodies[e.stream_id] += e.data
-                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
                 elif isinstance(e, ev.StreamEnded):
                     st.ended = True
                     todo.discard(e.stream_id)
@@ -469,6 +469,7 @@ class H2Client:
 
     def close(self):
         self.sock.close()
+
 
 class RawResult(bytes):
     """The bytes send_raw received, plus how the exchange ended: .eof (the server closed:
