@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/ascii.h"
 #include "mw/access_log.h"
 #include "mw/mw_util.h"
 
@@ -195,9 +196,6 @@ static void put_target(line_out *o, const mw_access_entry *e, void (*escape)(lin
     }
 }
 
-static const char month_names[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
 /* "[10/Oct/2024:13:55:36 +0000]"; month names by hand, as strftime would follow the locale. */
 static void put_clf_time(line_out *o, time_t t)
 {
@@ -206,7 +204,7 @@ static void put_clf_time(line_out *o, time_t t)
     put_char(o, '[');
     put_padded(o, (unsigned)tm.tm_mday, 2);
     put_char(o, '/');
-    put_str(o, month_names[tm.tm_mon]);
+    put_str(o, io_month_names[tm.tm_mon % 12]);
     put_char(o, '/');
     put_padded(o, (unsigned)(tm.tm_year + 1900), 4);
     put_char(o, ':');
