@@ -157,7 +157,7 @@ static const struct {
     [NOOK_OPT_MIN_BODY_RATE] = {512, 0, 1 << 30},
     [NOOK_OPT_MAX_CONNECTIONS_PER_IP] = {0, 0, 10000000},
     [NOOK_OPT_H2_MAX_CONN_INPUT] = {8 << 20, 65536, (int64_t)1 << 36},
-    [NOOK_OPT_TLS_SEND_BATCH] = {128 << 10, 0, 16 << 20},
+    [NOOK_OPT_TLS_SEND_BATCH] = {TLS_SEND_BATCH_DEFAULT, 0, 16 << 20},
 };
 
 static bool opt_valid(int opt) { return opt >= NOOK_OPT_THREADS && opt < CORE_OPT_COUNT; }

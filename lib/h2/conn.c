@@ -687,6 +687,14 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     return (ssize_t)n;
 }
 
+/* Appends to the connection's output; the write timeout counts from when it stops being empty. */
+static int queue_output(h2_conn *c, const void *p, size_t n)
+{
+    if (io_buf_size(&c->s.out) == 0)
+        c->written_at = now_of(c); /* output starts to wait for the socket */
+    return io_stream_queue(&c->s, p, n);
+}
+
 static int send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
                      size_t length, nghttp2_data_source *src, void *ud)
 {
@@ -699,10 +707,8 @@ static int send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *frame
      * once the connection's output has drained. */
     if (io_buf_size(&c->s.out) >= OUTPUT_CHUNK_MAX)
         return NGHTTP2_ERR_WOULDBLOCK;
-    if (io_buf_size(&c->s.out) == 0)
-        c->written_at = now_of(c); /* output starts to wait for the socket */
-    if (io_stream_queue(&c->s, framehd, FRAME_HEAD) != NOOK_OK ||
-        io_stream_queue(&c->s, io_buf_head(&st->out), length) != NOOK_OK)
+    if (queue_output(c, framehd, FRAME_HEAD) != NOOK_OK ||
+        queue_output(c, io_buf_head(&st->out), length) != NOOK_OK)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     io_buf_consume(&st->out, length);
     c->queued_out -= length;
@@ -1400,9 +1406,7 @@ static void pump_output(h2_conn *c)
             }
             if (n == 0)
                 break;
-            if (io_buf_size(&c->s.out) == 0)
-                c->written_at = now_of(c); /* output starts to wait for the socket */
-            if (io_stream_queue(&c->s, data, (size_t)n) != NOOK_OK) {
+            if (queue_output(c, data, (size_t)n) != NOOK_OK) {
                 c->close_now = true;
                 return;
             }
