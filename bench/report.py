@@ -3,6 +3,7 @@
     report.py h2load LOG [BODY_BYTES]   one run of h2load: value, ok, note, cipher (a line each)
     report.py wrk LOG [BODY_BYTES]      one run of wrk: the same, the cipher line empty
     report.py table --records TSV --machine FILE --aead FILE --out MD --plot DAT [--docs MD]
+                    [--h2floor FILE]
 
 With BODY_BYTES the value is payload throughput in MB/s (10^6 bytes) instead of requests/s.
 `table` takes every run's record (workload, server, run, value, ok, note, cipher and, for the
@@ -221,6 +222,39 @@ def limit_section(records, aead, library):
     return "\n".join(lines)
 
 
+def floor_figures(path):
+    """([requests per CPU-second, one per run], library) from bench/h2floor's output."""
+    figures, library = [], ""
+    for line in read(path).splitlines():
+        m = re.match(r"server \d+ requests, .*: [\d.]+ ns each, ([\d.]+) per CPU-second", line)
+        if m:
+            figures.append(float(m.group(1)))
+        elif line.startswith("library "):
+            library = line[len("library "):]
+    return figures, library
+
+
+def floor_section(busy, figures, library):
+    """nghttp2 alone against the h2c figures per second of server CPU."""
+    if not figures:
+        return ""
+    floor = statistics.median(figures)
+    spread = f" ({fmt(min(figures))}–{fmt(max(figures))})" if len(figures) > 1 else ""
+    lines = [f"{library} alone, one thread, serving the h2c workload's requests through memory "
+             f"(bench/h2floor.c: no sockets, no event loop, callbacks that only answer): "
+             f"**{fmt(floor)}**{spread} requests per CPU-second, {1e9 / floor:.0f} ns each."]
+    per_cpu = per_cpu_runs(busy)
+    h2c = {s: summary(per_cpu.get(("h2c", s), [])) for s in SERVERS}
+    if h2c["h2o"] and h2c["nook"]:
+        nook_ns, h2o_ns = 1e9 / h2c["nook"][0], 1e9 / h2c["h2o"][0]
+        lines += ["", f"In h2c h2o's whole server spent {h2o_ns:.0f} ns of CPU per request (user "
+                  f"and system time) and nook {nook_ns:.0f} ns. To match h2o, a server on nghttp2 "
+                  f"has **{h2o_ns - 1e9 / floor:.0f} ns** per request left for everything besides "
+                  f"nghttp2: the system calls that move the bytes, the event loop and its own "
+                  f"code. nook spends {nook_ns - 1e9 / floor:.0f} ns on them."]
+    return "\n".join(lines)
+
+
 def details_section(records, workloads):
     lines = ["| workload | server | runs | negotiated | notes |", "|---|---|---|---|---|"]
     for w in workloads:
@@ -257,7 +291,7 @@ def write_plot_data(path, ratios):
             f.write(f'"{label}" ' + " ".join("?" if r is None else f"{r:.4f}" for r in rs) + "\n")
 
 
-def update_docs(path, table_md, png_rel, stamp, cpu_block=""):
+def update_docs(path, table_md, png_rel, stamp, cpu_block="", floor=""):
     text = read(path)
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
     if begin not in text or end not in text:
@@ -267,7 +301,8 @@ def update_docs(path, table_md, png_rel, stamp, cpu_block=""):
              f"[{png_rel.rsplit('/', 1)[-1].replace('.png', '.md')}]"
              f"({png_rel.replace('.png', '.md')})).\n\n{table_md}\n\n{LEGEND}\n\n"
              f"![nook/peer per workload]({png_rel})\n"
-             + (f"\n{cpu_block}\n" if cpu_block else "") + end)
+             + (f"\n{cpu_block}\n" if cpu_block else "")
+             + (f"\nThe floor: {floor}\n" if floor else "") + end)
     head, rest = text.split(begin, 1)
     tail = rest.split(end, 1)[1]
     with open(path, "w", encoding="utf-8") as f:
@@ -320,6 +355,10 @@ def table(args):
     limit = limit_section(records, aead, library)
     print()
     print(limit.replace("**", ""))
+    floor = floor_section(busy, *floor_figures(args.h2floor)) if args.h2floor else ""
+    if floor:
+        print()
+        print(floor.replace("**", ""))
 
     figures = "\n".join(f"- **{w}** ({WORKLOADS[w][0]}): {WORKLOADS[w][1]}" for w in workloads)
     md = [f"# Benchmark run {args.stamp}", "", args.title, "", markdown_table(rows), "", LEGEND,
@@ -327,16 +366,18 @@ def table(args):
     if cpu_block:
         md += ["## Per second of server CPU", "", cpu_body, ""]
     md += ["## Workloads", "", figures, "",
-          "## The limit: AEAD speed", "", limit, "", "## Every run", "",
-          details_section(records, workloads), "", "## Machine", "",
-          machine_section(args.machine), ""]
+          "## The limit: AEAD speed", "", limit, ""]
+    if floor:
+        md += ["## The floor: nghttp2 alone", "", floor, ""]
+    md += ["## Every run", "", details_section(records, workloads), "", "## Machine", "",
+           machine_section(args.machine), ""]
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(md))
     write_plot_data(args.plot, ratios)
     if cpu_ratios:
         write_plot_data(cpu_name(args.plot), cpu_ratios)
     if args.docs:
-        update_docs(args.docs, markdown_table(rows), args.docs_png, args.stamp, cpu_block)
+        update_docs(args.docs, markdown_table(rows), args.docs_png, args.stamp, cpu_block, floor)
 
 
 def main():
@@ -351,6 +392,7 @@ def main():
         t.add_argument("--" + opt.replace("_", "-"), required=True)
     t.add_argument("--docs")
     t.add_argument("--docs-png")
+    t.add_argument("--h2floor")
     args = ap.parse_args()
     if args.cmd == "h2load":
         parse_h2load(read(args.log), args.body_bytes)

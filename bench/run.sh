@@ -24,9 +24,9 @@ SERVERS=(nook nginx h2o)
 RUNS=${BENCH_RUNS:-3}
 QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-  RUNS=1 REQUESTS=20000 SECONDS_PER_RUN=2 IDLE_CONNS=500 AEAD_SECONDS=0.3
+  RUNS=1 REQUESTS=20000 SECONDS_PER_RUN=2 IDLE_CONNS=500 AEAD_SECONDS=0.3 FLOOR_REQUESTS=100000
 else
-  REQUESTS=200000 SECONDS_PER_RUN=10 IDLE_CONNS=5000 AEAD_SECONDS=1
+  REQUESTS=200000 SECONDS_PER_RUN=10 IDLE_CONNS=5000 AEAD_SECONDS=1 FLOOR_REQUESTS=1000000
 fi
 LIMIT_S=20        # no single load run may take longer
 IDLE_DEADLINE_S=20
@@ -62,6 +62,7 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DNOOK_BUILD_TESTS=OFF >/dev/n
 cmake --build "$BUILD" -j"${JOBS:-2}" --target hello >/dev/null
 HELLO=$BUILD/examples/hello
 cc -std=c11 -O2 -Wall -Wextra -Werror -o "$BUILD/aesgcm" bench/aesgcm.c -lmbedcrypto
+cc -std=c11 -O2 -Wall -Wextra -Werror -o "$BUILD/h2floor" bench/h2floor.c -lnghttp2
 
 # --- the run's directory: certificate, content, configs, logs -------------------------------------
 
@@ -385,6 +386,8 @@ run_workload() { # run_workload WORKLOAD SERVER RUN
 STAMP=$(date -u +%Y-%m-%d_%H%M%S)
 say "runs: $RUNS; workloads: ${WORKLOADS[*]}; files: $RUN"
 "$BUILD/aesgcm" "$AEAD_SECONDS" >"$RUN/aead.txt"
+# nghttp2 alone, on the servers' CPU: what any server built on it spends per h2c request.
+for r in $(seq "$RUNS"); do "${SERVER_CPU[@]}" "$BUILD/h2floor" "$FLOOR_REQUESTS"; done >"$RUN/h2floor.txt"
 
 for s in "${SERVERS[@]}"; do
   start_server "$s"
@@ -424,6 +427,7 @@ for s in "${SERVERS[@]}"; do stop_server "$s"; done
   echo "nginx=$(nginx -v 2>&1 | sed 's/.*version: //')"
   echo "h2o=$(h2o --version | head -n 1 | sed 's/h2o version //')"
   echo "mbedTLS=$(head -n 1 "$RUN/aead.txt" | sed 's/^library //')"
+  echo "nghttp2=$(head -n 1 "$RUN/h2floor.txt" | sed 's/^library nghttp2 //')"
   echo "OpenSSL (peers and clients)=$(openssl version | cut -d' ' -f1-2)"
   echo "h2load=$(h2load --version | sed 's/^h2load //')"
   echo "wrk=$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
@@ -441,6 +445,7 @@ TITLE="nook against nginx and h2o, one worker each, on 127.0.0.1"
 [ "$QUICK" = 1 ] && TITLE="$TITLE — a QUICK run (short, one run each): for checking the script, not for reading"
 echo
 $REPORT table --records "$RECORDS" --machine "$RUN/machine.txt" --aead "$RUN/aead.txt" \
+  --h2floor "$RUN/h2floor.txt" \
   --out "bench/results/$NAME.md" --plot "$RUN/ratios.dat" --stamp "$STAMP" --title "$TITLE" \
   --png-name "$NAME.png" "${DOCS_ARGS[@]}"
 
