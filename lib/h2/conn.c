@@ -21,6 +21,7 @@
 #include "io/ascii.h"
 
 #define FRAME_HEAD 9 /* bytes of a frame header */
+#define SETTINGS_ENTRY 6 /* bytes of a SETTINGS parameter: identifier, value */
 #define OUTPUT_CHUNK_MAX (256 * 1024) /* stop asking nghttp2 for bytes past this much queued */
 #define HEADER_OVERHEAD 32            /* RFC 9113 §6.5.2: each field counts name + value + 32 */
 #define CLOSE_LINGER_MS 1000
@@ -89,6 +90,14 @@ typedef struct h2_framing {
     size_t hd_len;
     size_t payload_left; /* bytes of the current frame's payload still to come */
     bool ends_block;     /* the current frame ends a header block (END_HEADERS) */
+    /* A SETTINGS frame arriving while streams are open, read entry by entry (see
+     * window_settings): the largest stream send window and SETTINGS_INITIAL_WINDOW_SIZE as the
+     * entries so far leave them, and the entry being received. */
+    bool in_settings;
+    uint8_t entry_len;
+    uint8_t entry[SETTINGS_ENTRY];
+    int64_t win_top;
+    int64_t win_initial;
 } h2_framing;
 
 struct h2_conn {
@@ -581,8 +590,9 @@ static void screen_frame(h2_conn *c, const nghttp2_frame_hd *hd)
     }
 }
 
-/* A whole frame header has arrived: screen it, and note the header blocks it begins or ends. */
-static void begin_frame(h2_conn *c)
+/* A whole frame header has arrived: screen it, and note the header blocks it begins or ends.
+ * Returns the header. */
+static nghttp2_frame_hd begin_frame(h2_conn *c)
 {
     h2_framing *rx = &c->rx;
     const uint8_t *b = rx->hd;
@@ -599,17 +609,69 @@ static void begin_frame(h2_conn *c)
     if (hd.type == NGHTTP2_HEADERS)
         c->block_since = now_of(c);
     screen_frame(c, &hd);
+    return hd;
+}
+
+/* RFC 9113 §6.9.2: a change of SETTINGS_INITIAL_WINDOW_SIZE that takes any stream's send window
+ * past 2^31-1 is a connection error (FLOW_CONTROL_ERROR); nghttp2 1.52 resets the stream
+ * instead. So a SETTINGS frame that arrives while streams are open is read here, entry by entry,
+ * before nghttp2 applies it. Every window moves by the same amount, so the largest one is the
+ * one to watch. Called once the frames ahead of it have reached nghttp2. */
+static void window_settings_begin(h2_conn *c)
+{
+    h2_framing *rx = &c->rx;
+    int64_t top = -1;
+    for (h2_stream *st = c->streams.next; st != &c->streams; st = st->next) {
+        int64_t w = nghttp2_session_get_stream_remote_window_size(c->ng, st->id);
+        top = w > top ? w : top;
+    }
+    rx->in_settings = top >= 0;
+    rx->entry_len = 0;
+    rx->win_top = top;
+    rx->win_initial =
+        nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
+}
+
+/* Takes the SETTINGS payload bytes p[0..n), the frame's last ones once rx->payload_left is 0;
+ * false once a window would overflow (the connection is then ending). */
+static bool window_settings(h2_conn *c, const uint8_t *p, size_t n)
+{
+    h2_framing *rx = &c->rx;
+    rx->in_settings = rx->payload_left > 0;
+    for (size_t i = 0; i < n; i++) {
+        rx->entry[rx->entry_len++] = p[i];
+        if (rx->entry_len < SETTINGS_ENTRY)
+            continue;
+        rx->entry_len = 0;
+        const uint8_t *e = rx->entry;
+        uint32_t id = (uint32_t)e[0] << 8 | e[1];
+        uint32_t v = (uint32_t)e[2] << 24 | (uint32_t)e[3] << 16 | (uint32_t)e[4] << 8 | e[5];
+        if (id != NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE || v > NGHTTP2_MAX_WINDOW_SIZE)
+            continue; /* a value over the maximum is nghttp2's to refuse */
+        rx->win_top += (int64_t)v - rx->win_initial;
+        rx->win_initial = v;
+        if (rx->win_top > NGHTTP2_MAX_WINDOW_SIZE) {
+            rx->in_settings = false;
+            end_connection(c, NGHTTP2_FLOW_CONTROL_ERROR,
+                           "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window past 2^31-1");
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Screens every frame header in the input, then gives all of it to nghttp2 in one call (a call
  * per frame costs several percent of a small request's instructions). Each header is screened
  * before nghttp2 reads any frame of this input, so a stream that a frame ahead of it in the same
  * input closes still looks open: nghttp2 answers frames on streams it closed recently itself,
- * and the next input is screened against the new state. Returns the bytes used, 0 once the
- * connection is ending for misbehaviour (the rest is not worth reading), or nghttp2's error. */
+ * and the next input is screened against the new state. A SETTINGS frame with entries is the
+ * exception: what comes before it goes to nghttp2 first (window_settings_begin). Returns the
+ * bytes used, 0 once the connection is ending for misbehaviour (the rest is not worth reading),
+ * or nghttp2's error. */
 static ssize_t feed_frames(h2_conn *c, const uint8_t *p, size_t n)
 {
     h2_framing *rx = &c->rx;
+    size_t fed = 0; /* bytes of p already given to nghttp2 */
     for (size_t pos = 0; pos < n;) {
         size_t k = n - pos;
         if (rx->preface_left) {
@@ -618,6 +680,8 @@ static ssize_t feed_frames(h2_conn *c, const uint8_t *p, size_t n)
         } else if (rx->payload_left) {
             k = k < rx->payload_left ? k : rx->payload_left;
             rx->payload_left -= k;
+            if (rx->in_settings && !window_settings(c, p + pos, k))
+                return 0; /* nghttp2 sees none of this SETTINGS frame */
         } else {
             size_t want = sizeof rx->hd - rx->hd_len;
             k = k < want ? k : want;
@@ -625,9 +689,25 @@ static ssize_t feed_frames(h2_conn *c, const uint8_t *p, size_t n)
             rx->hd_len += k;
             if (rx->hd_len == sizeof rx->hd) {
                 rx->hd_len = 0;
-                begin_frame(c);
+                nghttp2_frame_hd hd = begin_frame(c);
                 if (c->calm)
                     return 0; /* over budget: nghttp2 sees none of it */
+                if (hd.type == NGHTTP2_SETTINGS && !(hd.flags & NGHTTP2_FLAG_ACK) &&
+                    hd.stream_id == 0 && hd.length && hd.length % SETTINGS_ENTRY == 0) {
+                    /* (Any other SETTINGS frame is nghttp2's to refuse or to take as it is.) */
+                    /* The frames before this one (its header may have begun in the last
+                     * input, which nghttp2 has had) go first, so that the windows are known. */
+                    size_t start = pos + k >= FRAME_HEAD ? pos + k - FRAME_HEAD : 0;
+                    if (start > fed) {
+                        ssize_t r = nghttp2_session_mem_recv(c->ng, p + fed, start - fed);
+                        if (r < 0)
+                            return r;
+                        fed = start;
+                        if (c->calm)
+                            return 0;
+                    }
+                    window_settings_begin(c);
+                }
             }
         }
         pos += k;
@@ -636,7 +716,8 @@ static ssize_t feed_frames(h2_conn *c, const uint8_t *p, size_t n)
             c->block_since = 0; /* the header block is complete */
         }
     }
-    return nghttp2_session_mem_recv(c->ng, p, n);
+    ssize_t r = nghttp2_session_mem_recv(c->ng, p + fed, n - fed);
+    return r < 0 ? r : (ssize_t)fed + r;
 }
 
 static void earn_window_credit(h2_conn *c, uint32_t n)

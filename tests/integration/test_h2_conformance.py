@@ -32,6 +32,7 @@ except ImportError as e:  # Debian: python3-hyperframe, python3-h2 (hpack)
     sys.exit(1)
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FRAME_HEAD = 9  # bytes of a frame header (§4.1)
 WAIT = 3.0  # how long to wait for an expected frame or close
 
 # Frame types (§6) and flags.
@@ -1214,6 +1215,522 @@ def limits(srv):
         fresh_get_ok(s2.port)
         if problems:
             raise AssertionError("; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# The rest of what an HTTP/2 conformance suite checks (the sections of h2spec's "http2" and
+# "hpack" groups not covered above), each from RFC 9113 / RFC 7541
+# ---------------------------------------------------------------------------------------------
+
+def open_post(c, sid):
+    """HEADERS(POST /echo) without END_STREAM: stream sid is open."""
+    c.send(c.headers(sid, request_fields("POST", "/echo"), end_stream=False))
+
+
+def blocked_response(c, sid, size):
+    """GET /big?size=SIZE on a connection whose SETTINGS_INITIAL_WINDOW_SIZE is 0: the response
+    HEADERS arrive, the body waits for window. Returns what arrived."""
+    c.request(sid, "GET", "/big?size=%d" % size)
+    got, how = c.collect(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == sid)
+    nt.expect(how == "matched", "response HEADERS on stream %d" % sid, describe_all(got))
+    return got
+
+
+def expect_ping_ack(c, payload, sent):
+    """The connection is alive: a PING gets its ACK, with nothing in between but `allowed`."""
+    c.send(ping(payload))
+    got, how = c.collect(lambda f: isinstance(f, hf.PingFrame) and "ACK" in f.flags)
+    nt.expect(how == "matched" and got[-1].opaque_data == payload,
+              "after %s, PING(ACK, %r): the connection alive" % (sent, payload),
+              describe_all(got) + " " + how)
+
+
+def expect_closed_stream_error(c, sid, sent):
+    """§5.1 closed / half-closed (remote): STREAM_CLOSED, as a stream or a connection error."""
+    got, how = c.collect(lambda f: isinstance(f, hf.GoAwayFrame) or
+                         (isinstance(f, hf.RstStreamFrame) and f.stream_id == sid))
+    last = got[-1] if how == "matched" else None
+    nt.expect(last is not None and last.error_code == STREAM_CLOSED,
+              "sent %s: RST_STREAM(s=%d, STREAM_CLOSED) or GOAWAY(STREAM_CLOSED)" % (sent, sid),
+              describe_all(got) + " " + how)
+
+
+def each_on_its_own_connection(srv, cases, expect):
+    """For every (what, act) in cases, on a fresh connection: act(c) sends, then expect(c, what)
+    checks the answer. All are tried; the failures are reported together."""
+    problems = []
+    for what, act in cases:
+        with H2(srv.port) as c:
+            act(c)
+            try:
+                expect(c, what)
+            except AssertionError as e:
+                problems.append(str(e))
+    if problems:
+        raise AssertionError("; ".join(problems))
+
+
+def connection_error(code):
+    """An `expect` for each_on_its_own_connection: GOAWAY(code), then the close."""
+    return lambda c, what: expect_connection_error(c, code, what)
+
+
+@h2case
+def invalid_preface(srv):
+    # §3.4: "Clients and servers MUST treat an invalid connection preface as a connection error
+    # (Section 5.4.1) of type PROTOCOL_ERROR" — GOAWAY(PROTOCOL_ERROR), or at least the close.
+    s = nt.connect(srv.port, timeout=WAIT)
+    try:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + settings())
+        got, deadline = b"", time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            except socket.timeout:
+                raise AssertionError("sent a preface ending in XX instead of SM; expected the "
+                                     "connection closed (after GOAWAY(PROTOCOL_ERROR) if any), "
+                                     "got %r and no close" % got[:80])
+            if not chunk:
+                break
+            got += chunk
+        frames, rest = [], got
+        while len(rest) >= 9:
+            n = int.from_bytes(rest[:3], "big")
+            frames.append((rest[3], rest[9:9 + n]))
+            rest = rest[9 + n:]
+        goaways = [p for t, p in frames if t == GOAWAY]
+        for p in goaways:
+            code = struct.unpack(">I", p[4:8])[0]
+            nt.expect(code == PROTOCOL_ERROR, "GOAWAY(PROTOCOL_ERROR) for a bad preface",
+                      errname(code))
+    finally:
+        s.close()
+
+
+@h2case
+def undefined_flags_and_reserved_bit_ignored(srv):
+    # §4.1: "Flags that have no defined semantics for a particular frame type MUST be ignored";
+    # "The semantics of this bit [R] are undefined, and the bit MUST remain unset (0x00) when
+    # sending and MUST be ignored when receiving."
+    with H2(srv.port) as c:
+        c.send(raw_frame(PING, 0x16, 0, b"flagsflg"))
+        got, how = c.collect(lambda f: isinstance(f, hf.PingFrame) and "ACK" in f.flags)
+        nt.expect(how == "matched" and got[-1].opaque_data == b"flagsflg",
+                  "PING with flags 0x16 answered by PING(ACK)", describe_all(got) + " " + how)
+        block = c.encoder.encode(request_fields())
+        c.send(raw_frame(HEADERS, END_STREAM | END_HEADERS, 0x80000001, block))
+        r = c.response(1)
+        nt.expect(r.status == 200 and r.ended, "HEADERS on stream 1 with the R bit set: 200", r)
+
+
+@h2case
+def data_of_max_frame_size_accepted(srv):
+    # §4.2: "All implementations MUST be capable of receiving and minimally processing frames up
+    # to 2^14 octets in length"
+    with H2(srv.port) as c:
+        body = bytes(range(256)) * 64  # 16384
+        c.request(1, "POST", "/echo", body=body)
+        r = c.response(1)
+        nt.expect(r.status == 200 and r.body == body, "a 16,384-byte DATA frame echoed", r)
+
+
+@h2case
+def headers_larger_than_max_frame_size(srv):
+    # §4.2: "An endpoint MUST send an error code of FRAME_SIZE_ERROR if a frame exceeds the size
+    # defined in SETTINGS_MAX_FRAME_SIZE [...] A frame size error in a frame that could alter the
+    # state of the entire connection MUST be treated as a connection error; this includes any
+    # frame carrying a field block" (HEADERS).
+    with H2(srv.port) as c:
+        limit = c.server_settings.get(S_MAX_FRAME_SIZE, 16384)
+        block = c.encoder.encode(request_fields()) + hpack_literal([("x-pad", "a" * limit)])
+        c.send(headers_raw(1, block))
+        expect_connection_error(c, FRAME_SIZE_ERROR, "HEADERS of %d bytes (limit %d)"
+                                % (len(block), limit))
+
+
+@h2case
+def field_block_interrupted(srv):
+    # §4.3: "Each field block is processed as a discrete unit. Field blocks MUST be transmitted
+    # as a contiguous sequence of frames, with no interleaved frames of any other type or from
+    # any other stream [...] a receiver MUST treat the receipt of any other type of frame or a
+    # frame on a different stream as a connection error of type PROTOCOL_ERROR."
+    def interrupted_by(frame):
+        def act(c):
+            block = c.encoder.encode(request_fields())
+            c.send(headers_raw(1, block[:2], end_headers=False), frame(c),
+                   raw_frame(CONTINUATION, END_HEADERS, 1, block[2:]))
+        return act
+
+    each_on_its_own_connection(srv, [
+        ("HEADERS(s=1, no END_HEADERS), PRIORITY(s=1)",
+         interrupted_by(lambda c: raw_frame(PRIORITY, 0, 1, struct.pack(">IB", 0, 15)))),
+        ("HEADERS(s=1, no END_HEADERS), HEADERS(s=3)",
+         interrupted_by(lambda c: c.headers(3, request_fields()))),
+        ("HEADERS(s=1, no END_HEADERS), an unknown frame type 0x20",
+         interrupted_by(lambda c: raw_frame(0x20, 0, 0, b"ext"))),
+        ("HEADERS(s=1, no END_HEADERS), DATA(s=1)", interrupted_by(lambda c: data(1, b"x")))],
+        connection_error(PROTOCOL_ERROR))
+
+
+@h2case
+def idle_stream_rst_and_window_update(srv):
+    # §5.1 idle: "Receiving any frame other than HEADERS or PRIORITY on a stream in this state
+    # MUST be treated as a connection error of type PROTOCOL_ERROR." §6.4: "If a RST_STREAM frame
+    # identifying an idle stream is received, the recipient MUST treat this as a connection error
+    # of type PROTOCOL_ERROR."
+    each_on_its_own_connection(srv, [
+        ("RST_STREAM(s=1, CANCEL) on idle stream 1", lambda c: c.send(rst_stream(1, CANCEL))),
+        ("WINDOW_UPDATE(s=1, 100) on idle stream 1", lambda c: c.send(window_update(1, 100)))],
+        connection_error(PROTOCOL_ERROR))
+
+
+@h2case
+def headers_on_half_closed_remote_stream(srv):
+    # §5.1 half-closed (remote): "If an endpoint receives additional frames, other than
+    # WINDOW_UPDATE, PRIORITY, or RST_STREAM, for a stream that is in this state, it MUST respond
+    # with a stream error (Section 5.4.2) of type STREAM_CLOSED."
+    with H2(srv.port, {S_INITIAL_WINDOW_SIZE: 0}) as c:
+        blocked_response(c, 1, 1000)
+        c.send(c.headers(1, [("x-late", "1")]))
+        expect_closed_stream_error(c, 1, "GET /big on stream 1 (END_STREAM), then HEADERS(s=1)")
+
+
+@h2case
+def frames_after_rst_stream(srv):
+    # §5.1 closed: "An endpoint that receives any frame other than PRIORITY after receiving a
+    # RST_STREAM MUST treat that as a stream error (Section 5.4.2) of type STREAM_CLOSED."
+    def after_reset(frame):
+        def act(c):
+            open_post(c, 1)
+            c.send(rst_stream(1, CANCEL))
+            c.collect(None, timeout=0.1)
+            c.send(frame(c))
+        return act
+
+    each_on_its_own_connection(srv, [
+        ("HEADERS(s=1, POST), RST_STREAM(s=1), DATA(s=1)",
+         after_reset(lambda c: data(1, b"late", end=True))),
+        ("HEADERS(s=1, POST), RST_STREAM(s=1), HEADERS(s=1)",
+         after_reset(lambda c: c.headers(1, [("x-late", "1")])))],
+        lambda c, what: expect_closed_stream_error(c, 1, what))
+
+
+@h2case
+def headers_after_end_stream(srv):
+    # §5.1 closed: "An endpoint that receives any frames after receiving a frame with the
+    # END_STREAM flag set MUST treat that as a connection error of type STREAM_CLOSED" (a stream
+    # error is accepted too).
+    with H2(srv.port) as c:
+        c.request(1, "GET", "/")
+        r = c.response(1)
+        nt.expect(r.status == 200 and r.ended, "a complete 200 on stream 1", r)
+        c.send(c.headers(1, [("x-late", "1")]))
+        expect_closed_stream_error(c, 1, "a complete GET / on stream 1, then HEADERS(s=1)")
+
+
+@h2case
+def stream_depends_on_itself(srv):
+    # §5.3.1 (RFC 9113 keeps it for the deprecated scheme): "A stream cannot depend on itself. An
+    # endpoint MUST treat this as a stream error (Section 5.4.2) of type PROTOCOL_ERROR."
+    with H2(srv.port) as c:
+        block = c.encoder.encode(request_fields())
+        c.send(raw_frame(HEADERS, END_STREAM | END_HEADERS | PRIORITY_FLAG, 1,
+                         struct.pack(">IB", 1, 15) + block))
+        expect_stream_error(c, 1, PROTOCOL_ERROR, "HEADERS(s=1) depending on stream 1",
+                            escalation_ok=True)
+    with H2(srv.port) as c:
+        c.send(raw_frame(PRIORITY, 0, 3, struct.pack(">IB", 3, 15)))
+        expect_stream_error(c, 3, PROTOCOL_ERROR, "PRIORITY(s=3) depending on stream 3",
+                            escalation_ok=True)
+
+
+@h2case
+def priority_frames(srv):
+    # §6.3: PRIORITY on stream 0 → connection error PROTOCOL_ERROR; a length other than 5 →
+    # stream error FRAME_SIZE_ERROR; a valid PRIORITY on an idle stream is accepted and the
+    # stream can then be opened (§5.1: an idle stream may receive PRIORITY).
+    with H2(srv.port) as c:
+        c.send(raw_frame(PRIORITY, 0, 0, struct.pack(">IB", 1, 15)))
+        expect_connection_error(c, PROTOCOL_ERROR, "PRIORITY on stream 0")
+    with H2(srv.port) as c:
+        c.send(raw_frame(PRIORITY, 0, 1, struct.pack(">I", 0)))
+        expect_stream_error(c, 1, FRAME_SIZE_ERROR, "PRIORITY(s=1) of 4 bytes",
+                            escalation_ok=True)
+    with H2(srv.port) as c:
+        c.send(raw_frame(PRIORITY, 0, 3, struct.pack(">IB", 0, 200)))
+        c.request(3, "GET", "/")
+        r = c.response(3)
+        nt.expect(r.status == 200 and r.ended, "PRIORITY(s=3) on an idle stream, then GET / on "
+                  "stream 3: 200", r)
+
+
+@h2case
+def rst_stream_frames(srv):
+    # §6.4: RST_STREAM on stream 0 → connection error PROTOCOL_ERROR; "A RST_STREAM frame with a
+    # length other than 4 octets MUST be treated as a connection error of type FRAME_SIZE_ERROR";
+    # §7: "Unknown or unsupported error codes MUST NOT trigger any special behavior": a reset with
+    # code 0xff just ends its stream.
+    with H2(srv.port) as c:
+        c.send(raw_frame(RST_STREAM, 0, 0, struct.pack(">I", CANCEL)))
+        expect_connection_error(c, PROTOCOL_ERROR, "RST_STREAM on stream 0")
+    with H2(srv.port) as c:
+        open_post(c, 1)
+        c.send(raw_frame(RST_STREAM, 0, 1, b"\0\0\x08"))
+        expect_connection_error(c, FRAME_SIZE_ERROR, "RST_STREAM(s=1) of 3 bytes")
+    with H2(srv.port) as c:
+        open_post(c, 1)
+        c.send(rst_stream(1, 0xff))
+        expect_ping_ack(c, b"unknown!", "RST_STREAM(s=1, code 0xff) on an open stream")
+        c.request(3, "GET", "/")
+        r = c.response(3)
+        nt.expect(r.status == 200 and r.ended, "GET / on stream 3 after the reset: 200", r)
+
+
+@h2case
+def ping_ack_from_client_not_answered(srv):
+    # §6.7: "Receivers of a PING frame that has the ACK flag set MUST NOT respond with a PING
+    # frame."
+    with H2(srv.port) as c:
+        c.send(ping(b"unasked!", ack=True))
+        expect_ping_ack(c, b"askednow", "PING(ACK) nobody asked for")
+        stray = [f for f in c.frames if isinstance(f, hf.PingFrame) and
+                 f.opaque_data == b"unasked!"]
+        nt.expect(not stray, "no answer to a PING(ACK)", describe_all(stray))
+
+
+@h2case
+def window_update_length_3(srv):
+    # §6.9: "A WINDOW_UPDATE frame with a length other than 4 octets MUST be treated as a
+    # connection error of type FRAME_SIZE_ERROR."
+    with H2(srv.port) as c:
+        c.send(raw_frame(WINDOW_UPDATE, 0, 0, b"\0\0\x01"))
+        expect_connection_error(c, FRAME_SIZE_ERROR, "WINDOW_UPDATE of 3 bytes")
+
+
+@h2case
+def initial_window_size_changes(srv):
+    # §6.9.2: "When the value of SETTINGS_INITIAL_WINDOW_SIZE changes, a receiver MUST adjust
+    # the size of all stream flow-control windows that it maintains by the difference between
+    # the new value and the old value" — raising it lets a blocked response go on, lowering it
+    # may make a window negative ("A sender MUST track the negative flow-control window and MUST
+    # NOT send new flow-controlled frames until it receives WINDOW_UPDATE frames that cause the
+    # flow-control window to become positive"), and a change that takes a window past 2^31-1 is
+    # a connection error FLOW_CONTROL_ERROR.
+    with H2(srv.port, {S_INITIAL_WINDOW_SIZE: 0}) as c:
+        blocked_response(c, 1, 1000)
+        c.send(settings({S_INITIAL_WINDOW_SIZE: 10}))
+        got, how = c.collect(lambda f: isinstance(f, hf.DataFrame) and f.stream_id == 1)
+        nt.expect(how == "matched" and len(got[-1].data) == 10,
+                  "after SETTINGS_INITIAL_WINDOW_SIZE 0 → 10, DATA(s=1) of 10 bytes",
+                  describe_all(got) + " " + how)
+        # 10 sent, window 0; lowering to 5 makes it -5: a WINDOW_UPDATE of 5 brings it to 0
+        # (nothing may be sent), one more of 3 to 3 (three bytes may).
+        c.send(settings({S_INITIAL_WINDOW_SIZE: 5}), window_update(1, 5))
+        got, _ = c.collect(lambda f: isinstance(f, hf.DataFrame), timeout=0.3)
+        early = [f for f in got if isinstance(f, hf.DataFrame)]
+        nt.expect(not early, "no DATA while the stream window is -5 + 5 = 0", describe_all(got))
+        c.send(window_update(1, 3))
+        got, how = c.collect(lambda f: isinstance(f, hf.DataFrame) and f.stream_id == 1)
+        nt.expect(how == "matched" and len(got[-1].data) == 3,
+                  "then WINDOW_UPDATE(s=1, 3): DATA(s=1) of 3 bytes", describe_all(got) + " " + how)
+    with H2(srv.port, {S_INITIAL_WINDOW_SIZE: 0}) as c:
+        blocked_response(c, 1, 1000)
+        c.send(window_update(1, (1 << 31) - 1), settings({S_INITIAL_WINDOW_SIZE: 1}))
+        expect_connection_error(c, FLOW_CONTROL_ERROR, "a stream window of 2^31-1, then "
+                                "SETTINGS_INITIAL_WINDOW_SIZE 0 → 1")
+    # The same with the SETTINGS frame arriving in two pieces, the cut inside its first entry.
+    # Meanwhile the server sends what the connection window allows (65,535 bytes), so the
+    # stream's window is 2^31-1 - 65,535 and a change of 65,536 takes it over.
+    with H2(srv.port, {S_INITIAL_WINDOW_SIZE: 0}) as c:
+        blocked_response(c, 1, 200000)
+        c.send(window_update(1, (1 << 31) - 1))
+        sent = 0
+        while sent < 65535:
+            got, how = c.collect(lambda f: isinstance(f, hf.DataFrame))
+            nt.expect(how == "matched", "DATA(s=1) up to the connection window",
+                      "%d bytes, then %s (%s)" % (sent, describe_all(got), how))
+            sent += len(got[-1].data)
+        frame = raw_settings([(S_MAX_CONCURRENT_STREAMS, 100), (S_INITIAL_WINDOW_SIZE, 65536)])
+        c.send(frame[:FRAME_HEAD + 3])
+        c.collect(None, timeout=0.2)
+        c.send(frame[FRAME_HEAD + 3:])
+        expect_connection_error(c, FLOW_CONTROL_ERROR, "a stream window of 2^31-1 - 65,535, "
+                                "then SETTINGS_INITIAL_WINDOW_SIZE 0 → 65,536 in two pieces")
+
+
+@h2case
+def continuation_misplaced(srv):
+    # §6.10: "A CONTINUATION frame MUST be preceded by a HEADERS, PUSH_PROMISE or CONTINUATION
+    # frame without the END_HEADERS flag set"; "If a CONTINUATION frame is received with a
+    # Stream Identifier field of 0x00, the recipient MUST respond with a connection error [...]
+    # PROTOCOL_ERROR."
+    def after_end_headers(c):
+        block = c.encoder.encode(request_fields())
+        return (headers_raw(1, block[:2], end_headers=False) +
+                raw_frame(CONTINUATION, END_HEADERS, 1, block[2:]) +
+                raw_frame(CONTINUATION, END_HEADERS, 1, hpack_literal([("x-more", "1")])))
+
+    def on_stream_0(c):
+        block = c.encoder.encode(request_fields())
+        return (headers_raw(1, block[:2], end_headers=False) +
+                raw_frame(CONTINUATION, END_HEADERS, 0, block[2:]))
+
+    def on_other_stream(c):
+        block = c.encoder.encode(request_fields())
+        return (headers_raw(1, block[:2], end_headers=False) +
+                raw_frame(CONTINUATION, END_HEADERS, 3, block[2:]))
+
+    def after_data(c):
+        return (c.headers(1, request_fields("POST", "/echo"), end_stream=False) +
+                data(1, b"x") + raw_frame(CONTINUATION, END_HEADERS, 1,
+                                          hpack_literal([("x-more", "1")])))
+
+    each_on_its_own_connection(srv, [
+        ("a CONTINUATION after the one with END_HEADERS", lambda c: c.send(after_end_headers(c))),
+        ("HEADERS(s=1, no END_HEADERS), CONTINUATION on stream 0",
+         lambda c: c.send(on_stream_0(c))),
+        ("HEADERS(s=1, no END_HEADERS), CONTINUATION on stream 3",
+         lambda c: c.send(on_other_stream(c))),
+        ("HEADERS(s=1, POST), DATA(s=1), CONTINUATION(s=1)", lambda c: c.send(after_data(c)))],
+        connection_error(PROTOCOL_ERROR))
+
+
+@h2case
+def goaway_with_unknown_code(srv):
+    # §7: "Unknown or unsupported error codes MUST NOT trigger any special behavior. These MAY
+    # be treated by an implementation as being equivalent to INTERNAL_ERROR." Either the
+    # connection goes on (PING answered) or it ends in order (a close, after our GOAWAY).
+    with H2(srv.port) as c:
+        c.send(goaway(0, 0xff), ping(b"stillup?"))
+        got, how = c.collect(lambda f: isinstance(f, hf.PingFrame) and "ACK" in f.flags)
+        if how == "matched":
+            return
+        nt.expect(how == "eof" and all(isinstance(f, (hf.GoAwayFrame, hf.SettingsFrame))
+                                       for f in got),
+                  "GOAWAY(0xff), PING: PING(ACK), or GOAWAY and close", describe_all(got) + " " +
+                  how)
+
+
+@h2case
+def trailers_without_end_stream(srv):
+    # §8.1: "An endpoint that receives a HEADERS frame without the END_STREAM flag set after
+    # receiving the HEADERS frame that opens a request or after receiving a final (non-
+    # informational) status code MUST treat the corresponding request or response as malformed";
+    # §8.1.1: malformed → stream error PROTOCOL_ERROR.
+    with H2(srv.port) as c:
+        open_post(c, 1)
+        c.send(data(1, b"body"), c.headers(1, [("x-trailer", "1")], end_stream=False))
+        expect_stream_error(c, 1, PROTOCOL_ERROR, "HEADERS(s=1, POST), DATA, HEADERS(s=1, no "
+                            "END_STREAM)", escalation_ok=True)
+
+
+@h2case
+def malformed_pseudo_fields(srv):
+    # §8.3: "Pseudo-header fields defined for responses MUST NOT appear in requests";
+    # §8.1: "Pseudo-header fields MUST NOT appear in a trailer section"; §8.3.1: ":method",
+    # ":scheme" and ":path" MUST appear exactly once. Each is malformed: stream error
+    # PROTOCOL_ERROR (§8.1.1).
+    def sends(fields, trailers=None):
+        def act(c):
+            if trailers is None:
+                c.send(headers_raw(1, hpack_literal(fields)))
+            else:
+                c.send(headers_raw(1, hpack_literal(fields), end_stream=False),
+                       data(1, b"body"), headers_raw(1, hpack_literal(trailers)))
+        return act
+
+    each_on_its_own_connection(srv, [
+        (":status in a request", sends(request_fields() + [(":status", "200")])),
+        ("two :method", sends([(":method", "GET")] + request_fields())),
+        ("two :scheme", sends(request_fields() + [(":scheme", "https")])),
+        (":path in the trailers", sends(request_fields("POST", "/echo"), [(":path", "/x")]))],
+        lambda c, what: expect_stream_error(c, 1, PROTOCOL_ERROR, what, escalation_ok=True))
+
+
+@h2case
+def push_promise_from_client(srv):
+    # §8.4: "A client cannot push. Thus, servers MUST treat the receipt of a PUSH_PROMISE frame
+    # as a connection error of type PROTOCOL_ERROR."
+    with H2(srv.port) as c:
+        open_post(c, 1)
+        c.send(raw_frame(PUSH_PROMISE, END_HEADERS, 1,
+                         struct.pack(">I", 2) + c.encoder.encode(request_fields())))
+        expect_connection_error(c, PROTOCOL_ERROR, "PUSH_PROMISE(s=1, promised 2)")
+
+
+@h2case
+def padding_rules(srv):
+    # §6.1 / §6.2: "If the length of the padding is the length of the frame payload or greater,
+    # the recipient MUST treat this as a connection error of type PROTOCOL_ERROR." Valid padding
+    # (DATA, and HEADERS with padding and a priority) is stripped and the request served.
+    with H2(srv.port) as c:
+        open_post(c, 1)
+        c.send(raw_frame(DATA, PADDED, 1, bytes([5]) + b"abcd"))
+        expect_connection_error(c, PROTOCOL_ERROR, "DATA(s=1) of 5 bytes with pad length 5")
+    with H2(srv.port) as c:
+        block = c.encoder.encode(request_fields())
+        c.send(raw_frame(HEADERS, END_STREAM | END_HEADERS | PADDED, 1,
+                         bytes([len(block) + 1]) + block))
+        expect_connection_error(c, PROTOCOL_ERROR, "HEADERS(s=1) with a pad length past its end")
+    with H2(srv.port) as c:
+        block = c.encoder.encode(request_fields("POST", "/echo"))
+        c.send(raw_frame(HEADERS, END_HEADERS | PADDED | PRIORITY_FLAG, 1,
+                         bytes([3]) + struct.pack(">IB", 0, 31) + block + b"\0\0\0"),
+               raw_frame(DATA, PADDED | END_STREAM, 1, bytes([4]) + b"padded" + b"\0" * 4))
+        r = c.response(1)
+        nt.expect(r.status == 200 and r.body == b"padded",
+                  "padded HEADERS with a priority, padded DATA: 200 echoing 'padded'", r)
+
+
+def huffman(data_bytes):
+    """RFC 7541 §5.2 Huffman code of data_bytes, padded with ones; and the number of padding
+    bits."""
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+    bits = sum(REQUEST_CODES_LENGTH[b] for b in data_bytes)
+    return HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(data_bytes), (-bits) % 8
+
+
+@h2case
+def hpack_huffman_and_table_size_errors(srv):
+    # RFC 7541 §5.2: "A padding strictly longer than 7 bits MUST be treated as a decoding
+    # error"; "A padding not corresponding to the most significant bits of the code for the EOS
+    # symbol MUST be treated as a decoding error"; "A Huffman-encoded string literal containing
+    # the EOS symbol MUST be treated as a decoding error." §4.2: a dynamic table size update
+    # "MUST occur at the beginning of the first field block following the change to the dynamic
+    # table size"; §6.3: "The new maximum size MUST be lower than or equal to the limit [...]. A
+    # value that exceeds this limit MUST be treated as a decoding error." A block that ends in
+    # the middle of a representation cannot be decoded either. RFC 9113 §4.3: a decoding error
+    # is a connection error COMPRESSION_ERROR.
+    value, pad = huffman(b"test")  # four 5-bit codes: 4 padding bits
+    nt.expect(pad > 0, "padding bits in the Huffman code of 'test'", pad)
+    zero_padded = value[:-1] + bytes([value[-1] & ~((1 << pad) - 1) & 0xFF])
+    name = huffman(b"x-test")[0]
+
+    def literal(encoded):
+        return (b"\x00" + hpack_int(len(name), 7, 0x80) + name +
+                hpack_int(len(encoded), 7, 0x80) + encoded)
+
+    def sends(block):
+        return lambda c: c.send(headers_raw(1, block(c.server_settings.get(S_HEADER_TABLE_SIZE,
+                                                                            4096))))
+
+    each_on_its_own_connection(srv, [
+        ("a Huffman value with 9 padding bits",
+         sends(lambda limit: b"\x82\x86\x84" + literal(value + b"\xff"))),
+        ("a Huffman value padded with zeros",
+         sends(lambda limit: b"\x82\x86\x84" + literal(zero_padded))),
+        ("a Huffman value holding EOS",
+         sends(lambda limit: b"\x82\x86\x84" + literal(b"\xff\xff\xff\xff"))),
+        ("a table size update after the fields",
+         sends(lambda limit: b"\x82\x86\x84" + hpack_int(0, 5, 0x20))),
+        ("a table size update above SETTINGS_HEADER_TABLE_SIZE",
+         sends(lambda limit: hpack_int(limit + 1, 5, 0x20) + b"\x82\x86\x84")),
+        ("HEADERS block 82 86 84 40 (truncated: a literal's name length missing)",
+         sends(lambda limit: b"\x82\x86\x84\x40"))],
+        connection_error(COMPRESSION_ERROR))
 
 
 # ---------------------------------------------------------------------------------------------
