@@ -438,6 +438,59 @@ def fresh_get_ok(port, what="after the case"):
                                  "'Hello, World!', got %r" % (what, r))
 
 
+def open_post(c, sid):
+    """HEADERS(POST /echo) without END_STREAM: stream sid is open."""
+    c.send(c.headers(sid, request_fields("POST", "/echo"), end_stream=False))
+
+
+def blocked_response(c, sid, size):
+    """GET /big?size=SIZE on a connection whose SETTINGS_INITIAL_WINDOW_SIZE is 0: the response
+    HEADERS arrive, the body waits for window. Returns what arrived."""
+    c.request(sid, "GET", "/big?size=%d" % size)
+    got, how = c.collect(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == sid)
+    nt.expect(how == "matched", "response HEADERS on stream %d" % sid, describe_all(got))
+    return got
+
+
+def expect_ping_ack(c, payload, sent):
+    """The connection is alive: a PING with this payload gets its ACK."""
+    c.send(ping(payload))
+    got, how = c.collect(lambda f: isinstance(f, hf.PingFrame) and "ACK" in f.flags)
+    nt.expect(how == "matched" and got[-1].opaque_data == payload,
+              "after %s, PING(ACK, %r): the connection alive" % (sent, payload),
+              describe_all(got) + " " + how)
+
+
+def expect_closed_stream_error(c, sid, sent):
+    """§5.1 closed / half-closed (remote): STREAM_CLOSED, as a stream or a connection error."""
+    got, how = c.collect(lambda f: isinstance(f, hf.GoAwayFrame) or
+                         (isinstance(f, hf.RstStreamFrame) and f.stream_id == sid))
+    last = got[-1] if how == "matched" else None
+    nt.expect(last is not None and last.error_code == STREAM_CLOSED,
+              "sent %s: RST_STREAM(s=%d, STREAM_CLOSED) or GOAWAY(STREAM_CLOSED)" % (sent, sid),
+              describe_all(got) + " " + how)
+
+
+def each_on_its_own_connection(srv, cases, expect):
+    """For every (what, act) in cases, on a fresh connection: act(c) sends, then expect(c, what)
+    checks the answer. All are tried; the failures are reported together."""
+    problems = []
+    for what, act in cases:
+        with H2(srv.port) as c:
+            act(c)
+            try:
+                expect(c, what)
+            except AssertionError as e:
+                problems.append(str(e))
+    if problems:
+        raise AssertionError("; ".join(problems))
+
+
+def connection_error(code):
+    """An `expect` for each_on_its_own_connection: GOAWAY(code), then the close."""
+    return lambda c, what: expect_connection_error(c, code, what)
+
+
 # Every case gets the shared server; fresh_get_ok runs after each (registered by h2case).
 SERVER = {}
 
@@ -738,16 +791,9 @@ def data_on_half_closed_remote_stream(srv):
     # with a stream error of type STREAM_CLOSED" (a connection error is allowed too, §5.4.1).
     # Our initial window is 0, so the response to GET /big stays open on the server's side.
     with H2(srv.port, {S_INITIAL_WINDOW_SIZE: 0}) as c:
-        c.request(1, "GET", "/big?size=1000")
-        got, how = c.collect(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == 1)
-        nt.expect(how == "matched", "response HEADERS on stream 1", describe_all(got))
+        blocked_response(c, 1, 1000)
         c.send(data(1, b"late"))
-        got, how = c.collect(lambda f: isinstance(f, hf.GoAwayFrame) or
-                             (isinstance(f, hf.RstStreamFrame) and f.stream_id == 1))
-        last = got[-1] if how == "matched" else None
-        nt.expect(last is not None and last.error_code == STREAM_CLOSED,
-                  "after HEADERS(s=1, GET /big, END_STREAM) and DATA(s=1): RST_STREAM(s=1, "
-                  "STREAM_CLOSED) or GOAWAY(STREAM_CLOSED)", describe_all(got) + " " + how)
+        expect_closed_stream_error(c, 1, "HEADERS(s=1, GET /big, END_STREAM), DATA(s=1)")
 
 
 @h2case
@@ -760,13 +806,8 @@ def data_on_closed_stream(srv):
         r = c.response(1)
         nt.expect(r.status == 200 and r.ended, "a complete 200 on stream 1", r)
         c.send(data(1, b"late", end=True))
-        got, how = c.collect(lambda f: isinstance(f, hf.GoAwayFrame) or
-                             (isinstance(f, hf.RstStreamFrame) and f.stream_id == 1))
-        last = got[-1] if how == "matched" else None
-        nt.expect(last is not None and last.error_code == STREAM_CLOSED,
-                  "after a complete GET / on stream 1, DATA(s=1, END_STREAM) → GOAWAY("
-                  "STREAM_CLOSED) or RST_STREAM(s=1, STREAM_CLOSED)",
-                  describe_all(got) + " " + how)
+        expect_closed_stream_error(c, 1, "a complete GET / on stream 1, then DATA(s=1, "
+                                   "END_STREAM)")
 
 
 @h2case
@@ -1221,59 +1262,6 @@ def limits(srv):
 # The rest of what an HTTP/2 conformance suite checks (the sections of h2spec's "http2" and
 # "hpack" groups not covered above), each from RFC 9113 / RFC 7541
 # ---------------------------------------------------------------------------------------------
-
-def open_post(c, sid):
-    """HEADERS(POST /echo) without END_STREAM: stream sid is open."""
-    c.send(c.headers(sid, request_fields("POST", "/echo"), end_stream=False))
-
-
-def blocked_response(c, sid, size):
-    """GET /big?size=SIZE on a connection whose SETTINGS_INITIAL_WINDOW_SIZE is 0: the response
-    HEADERS arrive, the body waits for window. Returns what arrived."""
-    c.request(sid, "GET", "/big?size=%d" % size)
-    got, how = c.collect(lambda f: isinstance(f, hf.HeadersFrame) and f.stream_id == sid)
-    nt.expect(how == "matched", "response HEADERS on stream %d" % sid, describe_all(got))
-    return got
-
-
-def expect_ping_ack(c, payload, sent):
-    """The connection is alive: a PING gets its ACK, with nothing in between but `allowed`."""
-    c.send(ping(payload))
-    got, how = c.collect(lambda f: isinstance(f, hf.PingFrame) and "ACK" in f.flags)
-    nt.expect(how == "matched" and got[-1].opaque_data == payload,
-              "after %s, PING(ACK, %r): the connection alive" % (sent, payload),
-              describe_all(got) + " " + how)
-
-
-def expect_closed_stream_error(c, sid, sent):
-    """§5.1 closed / half-closed (remote): STREAM_CLOSED, as a stream or a connection error."""
-    got, how = c.collect(lambda f: isinstance(f, hf.GoAwayFrame) or
-                         (isinstance(f, hf.RstStreamFrame) and f.stream_id == sid))
-    last = got[-1] if how == "matched" else None
-    nt.expect(last is not None and last.error_code == STREAM_CLOSED,
-              "sent %s: RST_STREAM(s=%d, STREAM_CLOSED) or GOAWAY(STREAM_CLOSED)" % (sent, sid),
-              describe_all(got) + " " + how)
-
-
-def each_on_its_own_connection(srv, cases, expect):
-    """For every (what, act) in cases, on a fresh connection: act(c) sends, then expect(c, what)
-    checks the answer. All are tried; the failures are reported together."""
-    problems = []
-    for what, act in cases:
-        with H2(srv.port) as c:
-            act(c)
-            try:
-                expect(c, what)
-            except AssertionError as e:
-                problems.append(str(e))
-    if problems:
-        raise AssertionError("; ".join(problems))
-
-
-def connection_error(code):
-    """An `expect` for each_on_its_own_connection: GOAWAY(code), then the close."""
-    return lambda c, what: expect_connection_error(c, code, what)
-
 
 @h2case
 def invalid_preface(srv):
