@@ -632,6 +632,14 @@ static void window_settings_begin(h2_conn *c)
         nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE);
 }
 
+/* A SETTINGS frame with entries, as RFC 9113 §6.5 has it: window_settings reads it. Any other
+ * SETTINGS frame is nghttp2's to refuse, or to take as it is. */
+static bool watched_settings(const nghttp2_frame_hd *hd)
+{
+    return hd->type == NGHTTP2_SETTINGS && !(hd->flags & NGHTTP2_FLAG_ACK) &&
+           hd->stream_id == 0 && hd->length && hd->length % SETTINGS_ENTRY == 0;
+}
+
 /* Takes the SETTINGS payload bytes p[0..n), the frame's last ones once rx->payload_left is 0;
  * false once a window would overflow (the connection is then ending). */
 static bool window_settings(h2_conn *c, const uint8_t *p, size_t n)
@@ -692,20 +700,17 @@ static ssize_t feed_frames(h2_conn *c, const uint8_t *p, size_t n)
                 nghttp2_frame_hd hd = begin_frame(c);
                 if (c->calm)
                     return 0; /* over budget: nghttp2 sees none of it */
-                if (hd.type == NGHTTP2_SETTINGS && !(hd.flags & NGHTTP2_FLAG_ACK) &&
-                    hd.stream_id == 0 && hd.length && hd.length % SETTINGS_ENTRY == 0) {
-                    /* (Any other SETTINGS frame is nghttp2's to refuse or to take as it is.) */
-                    /* The frames before this one (its header may have begun in the last
-                     * input, which nghttp2 has had) go first, so that the windows are known. */
-                    size_t start = pos + k >= FRAME_HEAD ? pos + k - FRAME_HEAD : 0;
-                    if (start > fed) {
-                        ssize_t r = nghttp2_session_mem_recv(c->ng, p + fed, start - fed);
-                        if (r < 0)
-                            return r;
-                        fed = start;
-                        if (c->calm)
-                            return 0;
-                    }
+                if (watched_settings(&hd)) {
+                    /* The frames before it go first, so that the windows are known (its header
+                     * may have begun in the last input, which nghttp2 has had). */
+                    size_t start = pos + k >= FRAME_HEAD ? pos + k - FRAME_HEAD : fed;
+                    ssize_t r =
+                        start > fed ? nghttp2_session_mem_recv(c->ng, p + fed, start - fed) : 0;
+                    if (r < 0)
+                        return r;
+                    fed = start;
+                    if (c->calm)
+                        return 0;
                     window_settings_begin(c);
                 }
             }
